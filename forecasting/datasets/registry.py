@@ -40,6 +40,8 @@ class Task:
     - ``season``: the data's natural period, used by seasonal baselines (52 weekly, 12 monthly, ...)
     - ``mase_season``: the seasonality fev-bench uses for MASE's scale (1 for weekly, as fev)
     - ``align``: ``"series"`` counts cutoffs from each series' end (fev); ``"grid"`` from the grid's end
+    - ``group``: a static categorical that groups related series (walmart's ``Dept``); models that
+      pool across series (the state-space family) share strength within these groups
     """
 
     freq: str
@@ -53,6 +55,7 @@ class Task:
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
     count_data: bool = False
     intermittent: bool = False
+    group: str | None = None
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ STALLION = register(DatasetSpec(
     files=(Source("stallion.parquet", "22397fe65d91eb4ac8ae05d307f64244a36649f58d6f3232da98ec1f13e3d0ba",
                   url=f"{GITHUB_RAW}/sktime/pytorch-forecasting/062aeb47b75d589dcce621c04572181e3584a301/"
                       "examples/data/stallion.parquet"),),
-    task=Task(freq="MS", horizon=6, num_windows=1, season=12, mase_season=12),
+    task=Task(freq="MS", horizon=6, num_windows=1, season=12, mase_season=12, group="sku"),
     build=build_stallion,
     description="Stallion beverage sales: 350 agency x SKU series, monthly volume 2013-01..2017-12; known "
                 "prices, discounts and 12 holiday/event flags; past industry/soda volume and temperature; "
@@ -210,7 +210,8 @@ M5_LAST56 = register(DatasetSpec(
                "0e88bdeba0f9d5534667a3c1758dd595962447b212f5d596a29a2986c90dd5b1", optional=True),
         Source("sales_train_evaluation.csv", None, optional=True),
     ),
-    task=Task(freq="D", horizon=28, num_windows=1, season=7, mase_season=7, count_data=True, intermittent=True),
+    task=Task(freq="D", horizon=28, num_windows=1, season=7, mase_season=7, count_data=True, intermittent=True,
+              group="dept_id"),
     build=build_m5_last56,
     extra=lambda paths, panel: {"weights": _m5_weights(paths["weights_evaluation.csv"])},
     description="M5 (Walmart) unit sales, 30,490 item x store series, only the last 56 days "
@@ -253,7 +254,8 @@ M5 = register(DatasetSpec(
                url=f"{GITHUB_RAW}/Mcompetitions/M5-methods/60829cf13c8688b164a7a2fc8c4832cc216bdbec/"
                    "validation/weights_validation.csv", optional=True),
     ),
-    task=Task(freq="D", horizon=28, num_windows=1, season=7, mase_season=7, count_data=True, intermittent=True),
+    task=Task(freq="D", horizon=28, num_windows=1, season=7, mase_season=7, count_data=True, intermittent=True,
+              group="dept_id"),
     build=build_m5,
     extra=lambda paths, panel: ({"weights": _m5_weights(paths["weights_validation.csv"])}
                                 if "weights_validation.csv" in paths else {}),

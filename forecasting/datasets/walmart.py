@@ -61,7 +61,7 @@ WALMART = register(DatasetSpec(
         Source("features.csv", "56f4892cbfcd018afcb8703f8885bd520ef4bfdc4ee5d2f856cac6a1a3330de6"),
         Source("stores.csv", "88d146882923f04c85a24e0e0260a06ec09a173f3fb976a41b77b0d6003044d3"),
     ),
-    task=Task(freq="W-FRI", horizon=39, num_windows=1, season=52, mase_season=1, min_history=1),
+    task=Task(freq="W-FRI", horizon=39, num_windows=1, season=52, mase_season=1, min_history=1, group="Dept"),
     build=build_walmart,
     description="Walmart store x dept weekly sales, 2,936 series (>= 79 observed weeks), "
                 "2010-02-05..2012-10-26; fev-bench `walmart` (h=39, last 39 weeks of each series).",

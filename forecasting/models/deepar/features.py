@@ -12,21 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
 import torch
-from pandas.tseries import offsets
-from pandas.tseries.holiday import (AbstractHolidayCalendar, Holiday, USLaborDay, USMemorialDay, USThanksgivingDay)
-
+from ...data.calendar import _base, calendar_features
 from ...data.panel import Panel
 
 __all__ = ["lags_for_freq", "calendar_features", "FeatureSpec", "fit_features"]
-
-
-def _base(freq: str) -> tuple[str, int]:
-    off = pd.tseries.frequencies.to_offset(freq)
-    name = off.name.split("-")[0].upper()
-    return name, int(getattr(off, "n", 1))
 
 
 def lags_for_freq(freq: str) -> list[int]:
@@ -51,63 +41,6 @@ def lags_for_freq(freq: str) -> list[int]:
     if name in ("D", "B", "H", "T", "MIN") and n > 1:
         lags = sorted({max(1, round(l / n)) for l in lags})
     return sorted(set(lags))
-
-
-class _MovingHolidays(AbstractHolidayCalendar):
-    rules = [
-        USThanksgivingDay,
-        Holiday("Christmas", month=12, day=25),
-        Holiday("NewYear", month=1, day=1),
-        Holiday("Easter", month=1, day=1, offset=[offsets.Easter()]),
-        USMemorialDay,
-        Holiday("July4", month=7, day=4),
-        USLaborDay,
-        Holiday("SuperBowl", month=2, day=1, offset=pd.DateOffset(weekday=6)),  # first Sunday of February
-    ]
-
-
-def calendar_features(index: pd.DatetimeIndex, freq: str) -> torch.Tensor:
-    """``[T, C]`` float32 features of each timestamp: Fourier terms of its seasonal positions and,
-    for daily and weekly data, whether each holiday falls in the period, the previous or the next."""
-    name, _ = _base(freq)
-    idx = index.tz_localize(None) if index.tz is not None else index
-    cols = []
-
-    def fourier(pos, period, harmonics):
-        for k in range(1, harmonics + 1):
-            cols.append(np.sin(2 * np.pi * k * pos / period))
-            cols.append(np.cos(2 * np.pi * k * pos / period))
-
-    doy = idx.dayofyear.to_numpy() - 1
-    if name == "W":
-        fourier(doy, 365.25, 4)
-    elif name in ("M", "MS", "ME", "Q", "QS", "QE"):
-        fourier(idx.month.to_numpy() - 1, 12, 3)
-    elif name in ("D", "B"):
-        fourier(idx.dayofweek.to_numpy(), 7, 3)
-        fourier(doy, 365.25, 3)
-        fourier(idx.day.to_numpy() - 1, 31, 1)
-    elif name in ("H", "T", "MIN"):
-        fourier(idx.hour.to_numpy() + idx.minute.to_numpy() / 60, 24, 3)
-        fourier(idx.dayofweek.to_numpy() + idx.hour.to_numpy() / 24, 7, 2)
-        fourier(doy, 365.25, 1)
-    if name in ("W", "D", "B"):
-        span = pd.Timedelta(days=7 if name == "W" else 1)
-        # a weekly timestamp labels the week ending on it (W-FRI: Saturday..Friday); a day labels itself
-        period_end = idx.normalize() + (pd.Timedelta(0) if name == "W" else span - pd.Timedelta(days=1))
-        cal = _MovingHolidays()
-        days = cal.holidays(idx.min() - pd.Timedelta(days=400), idx.max() + pd.Timedelta(days=400), return_name=True)
-        for hname in [r.name for r in cal.rules]:
-            when = days[days == hname].index.to_numpy(dtype="datetime64[ns]")
-            for shift in (-1, 0, 1):  # previous, this, next period
-                lo = (period_end - span * (1 - shift) + pd.Timedelta(days=1)).to_numpy(dtype="datetime64[ns]")
-                hi = (period_end + span * shift).to_numpy(dtype="datetime64[ns]")
-                j = np.searchsorted(when, lo)
-                hit = (j < len(when)) & (when[np.minimum(j, len(when) - 1)] <= hi)
-                cols.append(hit.astype(float))
-    if not cols:
-        return torch.zeros(len(index), 0)
-    return torch.tensor(np.stack(cols, axis=1), dtype=torch.float32)
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""Calendar features shared by the models: seasonal Fourier terms and moving-holiday indicators."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from pandas.tseries import offsets
+from pandas.tseries.holiday import (AbstractHolidayCalendar, Holiday, USLaborDay, USMemorialDay, USThanksgivingDay)
+
+__all__ = ["calendar_features", "holiday_names"]
+
+
+def _base(freq: str) -> tuple[str, int]:
+    off = pd.tseries.frequencies.to_offset(freq)
+    name = off.name.split("-")[0].upper()
+    return name, int(getattr(off, "n", 1))
+
+
+class _MovingHolidays(AbstractHolidayCalendar):
+    rules = [
+        USThanksgivingDay,
+        Holiday("Christmas", month=12, day=25),
+        Holiday("NewYear", month=1, day=1),
+        Holiday("Easter", month=1, day=1, offset=[offsets.Easter()]),
+        USMemorialDay,
+        Holiday("July4", month=7, day=4),
+        USLaborDay,
+        Holiday("SuperBowl", month=2, day=1, offset=pd.DateOffset(weekday=6)),  # first Sunday of February
+    ]
+
+
+def calendar_features(index: pd.DatetimeIndex, freq: str, fourier: bool = True) -> torch.Tensor:
+    """``[T, C]`` float32 features of each timestamp: Fourier terms of its seasonal positions (unless
+    ``fourier=False``) and, for daily and weekly data, whether each holiday falls in the period, the
+    previous or the next (3 columns per holiday, see ``holiday_names``)."""
+    name, _ = _base(freq)
+    idx = index.tz_localize(None) if index.tz is not None else index
+    cols = []
+
+    def add_fourier(pos, period, harmonics):
+        for k in range(1, harmonics + 1):
+            cols.append(np.sin(2 * np.pi * k * pos / period))
+            cols.append(np.cos(2 * np.pi * k * pos / period))
+
+    doy = idx.dayofyear.to_numpy() - 1
+    if not fourier:
+        pass
+    elif name == "W":
+        add_fourier(doy, 365.25, 4)
+    elif name in ("M", "MS", "ME", "Q", "QS", "QE"):
+        add_fourier(idx.month.to_numpy() - 1, 12, 3)
+    elif name in ("D", "B"):
+        add_fourier(idx.dayofweek.to_numpy(), 7, 3)
+        add_fourier(doy, 365.25, 3)
+        add_fourier(idx.day.to_numpy() - 1, 31, 1)
+    elif name in ("H", "T", "MIN"):
+        add_fourier(idx.hour.to_numpy() + idx.minute.to_numpy() / 60, 24, 3)
+        add_fourier(idx.dayofweek.to_numpy() + idx.hour.to_numpy() / 24, 7, 2)
+        add_fourier(doy, 365.25, 1)
+    if name in ("W", "D", "B"):
+        span = pd.Timedelta(days=7 if name == "W" else 1)
+        # a weekly timestamp labels the week ending on it (W-FRI: Saturday..Friday); a day labels itself
+        period_end = idx.normalize() + (pd.Timedelta(0) if name == "W" else span - pd.Timedelta(days=1))
+        cal = _MovingHolidays()
+        days = cal.holidays(idx.min() - pd.Timedelta(days=400), idx.max() + pd.Timedelta(days=400), return_name=True)
+        for hname in [r.name for r in cal.rules]:
+            when = days[days == hname].index.to_numpy(dtype="datetime64[ns]")
+            for shift in (-1, 0, 1):  # previous, this, next period
+                lo = (period_end - span * (1 - shift) + pd.Timedelta(days=1)).to_numpy(dtype="datetime64[ns]")
+                hi = (period_end + span * shift).to_numpy(dtype="datetime64[ns]")
+                j = np.searchsorted(when, lo)
+                hit = (j < len(when)) & (when[np.minimum(j, len(when) - 1)] <= hi)
+                cols.append(hit.astype(float))
+    if not cols:
+        return torch.zeros(len(index), 0)
+    return torch.tensor(np.stack(cols, axis=1), dtype=torch.float32)
+
+
+def holiday_names(freq: str) -> list[str]:
+    """Names of the holiday columns ``calendar_features(..., fourier=False)`` returns for ``freq``."""
+    name, _ = _base(freq)
+    if name not in ("W", "D", "B"):
+        return []
+    return [f"{r.name}{s}" for r in _MovingHolidays.rules for s in ("_prev", "", "_next")]

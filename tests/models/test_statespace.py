@@ -1,0 +1,179 @@
+"""The Pyro state-space family: parameter recovery, counts, errors, device, save/load."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from forecasting import Panel, PanelError
+from forecasting.evaluation import metrics as M
+from forecasting.models import SeasonalNaive
+from forecasting.models.statespace import StateSpace
+
+SEASON = np.array([0.0, 0.5, 1.2, 2.0, 1.2, 0.4, -0.3, -1.0, -1.6, -1.2, -0.8, -0.4])
+SEASON = SEASON - SEASON.mean()
+
+
+def gaussian_panel(n=30, t=96, h=12, noise=0.5, coef=2.0, level_sd=0.05, seed=0):
+    """Monthly series: level random walk + a shared seasonal profile (scaled) + coef * promo + noise."""
+    rng = np.random.default_rng(seed)
+    T = t + h
+    level = 20 + rng.normal(0, 2, (n, 1)) + np.cumsum(rng.normal(0, level_sd, (n, T)), 1)
+    amp = rng.uniform(1.5, 2.5, (n, 1))
+    promo = (rng.random((n, T)) < 0.25).astype(float)
+    ts = pd.date_range("2010-01-01", periods=T, freq="MS")
+    season = SEASON[ts.month.to_numpy() - 1][None, :]
+    y = level + amp * season + coef * promo + rng.normal(0, noise, (n, T))
+    df = pd.DataFrame({"item_id": np.repeat([f"s{i}" for i in range(n)], T), "timestamp": np.tile(ts, n),
+                       "target": y.reshape(-1), "promo": promo.reshape(-1),
+                       "family": np.repeat([f"f{i % 3}" for i in range(n)], T)})
+    hist, future = df[df.timestamp < ts[t]], df[df.timestamp >= ts[t]]
+    panel = Panel.from_long(hist, freq="MS", known_covariates=["promo"], static_categorical=["family"],
+                            future=future[["item_id", "timestamp", "promo"]])
+    return panel, torch.tensor(y[:, t:], dtype=torch.float32), amp[:, 0]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    panel, truth, amp = gaussian_panel()
+    model = StateSpace(likelihood="normal", trend=False, covariates=["promo"], group="family", num_steps=500,
+                       lr=0.05, device="cpu").fit(panel, 12)
+    return model, panel, truth, amp
+
+
+def test_recovers_noise_scale_seasonal_pattern_and_coefficient(fitted):
+    model, panel, truth, amp = fitted
+    coef = model.coefficients()
+    promo = coef[coef.regressor == "promo"]
+    assert len(promo) == 30 and set(promo.columns) >= {"item_id", "mean", "q05", "q95", "group"}
+    assert promo["mean"].median() == pytest.approx(2.0, rel=0.15)
+    comp = model.components()
+    hist = comp[comp.part == "history"]
+    # seasonal profile of each series, per calendar month, against the simulated amp * SEASON
+    month = pd.DatetimeIndex(hist.timestamp).month.to_numpy() - 1
+    prof = hist.assign(month=month).groupby(["item_id", "month"])["seasonal"].mean().unstack()
+    prof = prof.sub(prof.mean(1), axis=0)
+    truth_prof = np.outer(amp[[int(i[1:]) for i in prof.index]], SEASON)
+    corr = np.corrcoef(prof.to_numpy().reshape(-1), truth_prof.reshape(-1))[0, 1]
+    assert corr > 0.97
+    # residual noise: observed minus fitted on the history ~ N(0, 0.5)
+    d = model.design_
+    y = d.loc[:, None] + d.scale[:, None] * d.y
+    fitted_mean = torch.tensor(hist.pivot(index="item_id", columns="timestamp", values="fitted")
+                               .loc[list(d.item_ids)].to_numpy(), dtype=torch.float32)
+    resid = (y - fitted_mean)[d.mask]
+    assert resid.std().item() == pytest.approx(0.5, rel=0.25)
+    noise = (torch.exp(model.guide_.median(d, model.structure)["log_obs_scale_loc"]).mean() * d.scale.median()).item()
+    assert noise == pytest.approx(0.5, rel=0.3)
+
+
+def test_forecast_beats_seasonal_naive_and_is_calibrated(fitted):
+    model, panel, truth, _ = fitted
+    f = model.predict(panel, num_samples=200, seed=0)
+    assert f.samples.shape == (30, 200, 12) and torch.isfinite(f.samples).all()
+    sn = SeasonalNaive(12).fit(panel, 12).predict(panel, 200, seed=0)
+    ours, base = M.crps(f.samples, truth).item(), M.crps(sn.samples, truth).item()
+    assert ours < 0.8 * base, (ours, base)
+    q = f.quantile([0.1, 0.9])
+    cov = M.coverage(q[:, 0], q[:, 1], truth).item()
+    assert 0.65 < cov < 0.95
+
+
+def test_changed_covariates_move_the_forecast(fitted):
+    """What-if: the same model, a promotion switched on everywhere in the forecast window."""
+    import dataclasses
+    model, panel, _, _ = fitted
+    known = panel.known.clone()
+    T = panel.num_steps
+    known[:, T:, 0] = 1.0
+    known_off = panel.known.clone()
+    known_off[:, T:, 0] = 0.0
+    on = model.predict(dataclasses.replace(panel, known=known), 200, seed=1).mean()
+    off = model.predict(dataclasses.replace(panel, known=known_off), 200, seed=1).mean()
+    assert (on - off).mean().item() == pytest.approx(2.0, rel=0.2)
+
+
+def test_same_seed_same_samples_and_save_load_roundtrip(fitted, tmp_path):
+    model, panel, _, _ = fitted
+    a = model.predict(panel, 20, seed=3).samples
+    assert torch.equal(a, model.predict(panel, 20, seed=3).samples)
+    assert not torch.equal(a, model.predict(panel, 20, seed=4).samples)
+    again = StateSpace.load(model.save(tmp_path / "ss.pt"))
+    assert torch.equal(a, again.predict(panel, 20, seed=3).samples)
+
+
+def test_components_frame_and_plot(fitted):
+    model, panel, _, _ = fitted
+    comp = model.components(num_samples=20)
+    assert {"item_id", "timestamp", "part", "level", "seasonal", "regression", "fitted", "observed"} <= set(comp.columns)
+    assert np.allclose(comp.fitted, comp.level + comp.seasonal + comp.regression)
+    assert (comp.part == "forecast").sum() == 30 * 12
+    fig = model.plot_components("s3", num_samples=20)
+    assert len(fig.axes) == 4
+    with pytest.raises(KeyError, match="nope"):
+        model.plot_components("nope")
+
+
+def intermittent_panel(n=40, t=48, seed=0):
+    rng = np.random.default_rng(seed)
+    rate = rng.uniform(0.05, 1.5, (n, 1))
+    demand = rng.random((n, t)) < 0.3
+    y = np.where(demand, rng.poisson(rate * 3 + 1, (n, t)), 0).astype(float)
+    y[0] = 0.0  # a series of zeros only
+    ts = pd.date_range("2000-01-01", periods=t, freq="MS")
+    df = pd.DataFrame({"item_id": np.repeat([f"p{i}" for i in range(n)], t), "timestamp": np.tile(ts, n),
+                       "target": y.reshape(-1)})
+    return Panel.from_long(df, freq="MS")
+
+
+@pytest.mark.parametrize("likelihood", ["zinb", "negbin", "poisson"])
+def test_intermittent_counts_give_finite_nonnegative_integer_paths(likelihood):
+    panel = intermittent_panel()
+    model = StateSpace(likelihood=likelihood, num_steps=300, lr=0.05, device="cpu").fit(panel, 6)
+    assert all(np.isfinite(model.losses_))
+    s = model.predict(panel, 100, seed=0).samples
+    assert s.shape == (40, 100, 6)
+    assert torch.isfinite(s).all() and (s >= 0).all() and torch.equal(s, s.round())
+    assert s.max().item() < 200  # nothing explodes (the data never exceed ~15)
+    assert s[0].float().mean().item() < 0.5  # the all-zero series stays near zero
+
+
+def test_count_likelihood_rejects_negative_or_fractional_targets():
+    panel = intermittent_panel()
+    target = panel.target.clone()
+    target[5, 10] = -1.0
+    import dataclasses
+    bad = dataclasses.replace(panel, target=target)
+    with pytest.raises(PanelError, match="p5"):
+        StateSpace(likelihood="negbin", num_steps=2).fit(bad, 6)
+
+
+def test_bad_arguments_and_mismatched_panels_error_clearly(fitted):
+    model, panel, _, _ = fitted
+    with pytest.raises(ValueError, match="likelihood"):
+        StateSpace(likelihood="gamma")
+    with pytest.raises(ValueError, match="num_steps"):
+        StateSpace(num_steps=0)
+    with pytest.raises(ValueError, match="price"):
+        StateSpace(covariates=["price"], num_steps=2).fit(panel, 12)
+    with pytest.raises(ValueError, match="store"):
+        StateSpace(group="store", num_steps=2).fit(panel, 12)
+    with pytest.raises(PanelError, match="differ"):
+        model.predict(panel.select(slice(0, 5)), 10)
+    with pytest.raises(PanelError, match="end at other steps"):
+        model.predict(panel.truncate(panel.end - 1), 10)
+    from forecasting.models.base import NotFittedError
+    with pytest.raises(NotFittedError):
+        StateSpace().predict(panel, 10)
+
+
+def test_cuda_path_on_cpu():
+    """The device argument: 'cpu' runs here; 'cuda' without a GPU is a clear error, not a fallback."""
+    panel = intermittent_panel(n=8, t=30)
+    m = StateSpace(likelihood="negbin", num_steps=20, device="cpu").fit(panel, 3)
+    assert m.design_.y.device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            StateSpace(device="cuda", num_steps=2).fit(panel, 3)
+    else:  # pragma: no cover - on a GPU machine the same model runs there
+        g = StateSpace(likelihood="negbin", num_steps=20, device="cuda").fit(panel, 3)
+        assert g.predict(panel, 10, seed=0).samples.shape == (8, 10, 3)
