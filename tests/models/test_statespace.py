@@ -177,3 +177,12 @@ def test_cuda_path_on_cpu():
     else:  # pragma: no cover - on a GPU machine the same model runs there
         g = StateSpace(likelihood="negbin", num_steps=20, device="cuda").fit(panel, 3)
         assert g.predict(panel, 10, seed=0).samples.shape == (8, 10, 3)
+
+
+def test_crossed_seasonal_groups_and_their_errors():
+    panel, _, _ = gaussian_panel(n=12, t=48)
+    m = StateSpace(likelihood="normal", season_groups=("family",), num_steps=30, device="cpu").fit(panel, 12)
+    assert "month_by0" in m.guide_.median(m.design_, m.structure)
+    assert torch.isfinite(m.predict(panel, 10, seed=0).samples).all()
+    with pytest.raises(ValueError, match="season_groups"):
+        StateSpace(season_groups=("store",), num_steps=2).fit(panel, 12)

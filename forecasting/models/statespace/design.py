@@ -16,6 +16,8 @@ Shapes (``N`` series, ``L`` history steps, ``H`` horizon, ``K`` regressors):
 - ``x [N, L + H, K]``: regressors: moving-holiday indicators and standardised known covariates
   (missing -> 0, the training mean)
 - ``group [N]`` long in ``[0, G)``: the pooling group of each series
+- ``season_groups``: tuple of ``(codes [N] long, size)``: further groupings (e.g. store) whose own
+  seasonal profiles add to each member's
 """
 from __future__ import annotations
 
@@ -97,6 +99,7 @@ class Design:
     dates: pd.DatetimeIndex  # [L + H + offset] grid the rows are cut from
     pos: torch.Tensor  # [N, L + H] position of each step in `dates`
     horizon: int
+    season_groups: tuple[tuple[torch.Tensor, int], ...] = ()
 
     @property
     def num_series(self) -> int:
@@ -161,7 +164,8 @@ def _transform(x: torch.Tensor, log: tuple[bool, ...]) -> torch.Tensor:
 
 def build_design(panel: Panel, horizon: int, history: int | None, count: bool, spec: CovariateSpec,
                  holidays: bool, group_codes: torch.Tensor, num_groups: int, yearly_harmonics: int,
-                 device: torch.device, seasonal: bool = True) -> Design:
+                 device: torch.device, seasonal: bool = True,
+                 season_groups: tuple[tuple[torch.Tensor, int], ...] = ()) -> Design:
     """The tensors of the module docstring for ``panel`` forecast ``horizon`` steps after each end."""
     panel = panel.to(device)
     N, T = panel.num_series, panel.num_steps
@@ -223,4 +227,5 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
         names += list(spec.names)
     x = torch.cat(parts, -1) if parts else torch.zeros(N, L + horizon, 0, device=device)
     return Design(panel.item_ids, y, mask, loc, scale, seasons, four, x.float(), tuple(names),
-                  group_codes.to(device), num_groups, dates, pos, horizon)
+                  group_codes.to(device), num_groups, dates, pos, horizon,
+                  tuple((c.to(device), n) for c, n in season_groups))

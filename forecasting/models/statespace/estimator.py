@@ -38,7 +38,8 @@ class StateSpace(Model):
     ``"all"`` or a list of names; ``log_covariates``: those to log-transform, e.g. price, so the
     coefficient is an elasticity). Noise scales, level scales, seasonal profiles and coefficients
     are pooled within the groups of the static categorical ``group`` (e.g. ``"Dept"``; None: one
-    group).
+    group); ``season_groups``: further static categoricals (e.g. ``("Store",)``) whose own seasonal
+    profiles add to their members' (crossed effects: department and store patterns).
 
     ``likelihood``: ``"studentT"`` or ``"normal"`` on standardised values; ``"negbin"``,
     ``"poisson"`` or ``"zinb"`` (zero-inflated NB, for intermittent demand) on a latent log-rate.
@@ -58,7 +59,8 @@ class StateSpace(Model):
     name = "statespace"
 
     def __init__(self, likelihood: str = "studentT", trend: bool = False, seasonal: bool = True, holidays: bool = True,
-                 covariates=None, log_covariates=(), group: str | None = None, history: int | None = None,
+                 covariates=None, log_covariates=(), group: str | None = None, season_groups=(),
+                 history: int | None = None,
                  yearly_harmonics: int = 6, num_steps: int = 1000, lr: float = 0.03, lr_decay: float = 0.1,
                  clip_norm: float = 10.0, init_scale: float = 0.02, level_prior: float = -3.0,
                  noise_prior: float = -1.0, season_spread: float = 0.5, coef_scale: float = 0.5,
@@ -79,6 +81,7 @@ class StateSpace(Model):
         self.covariates = covariates if covariates in (None, "all") else tuple(covariates)
         self.log_covariates = tuple(log_covariates or ())
         self.group, self.history, self.yearly_harmonics = group, history, yearly_harmonics
+        self.season_groups = (season_groups,) if isinstance(season_groups, str) else tuple(season_groups or ())
         self.num_steps, self.lr, self.lr_decay, self.clip_norm, self.init_scale = num_steps, lr, lr_decay, clip_norm, init_scale
         self.level_prior, self.noise_prior, self.season_spread = level_prior, noise_prior, season_spread
         self.coef_scale, self.coef_spread = coef_scale, coef_spread
@@ -110,8 +113,16 @@ class StateSpace(Model):
 
     def _design(self, panel: Panel, horizon: int) -> Design:
         codes, G, _ = self._groups(panel)
+        extra = []
+        for col in getattr(self, "season_groups", ()):
+            if col not in panel.static_cat_names:
+                raise ValueError(f"season_groups: {col!r} is not a static categorical of the panel "
+                                 f"(static categoricals: {list(panel.static_cat_names)})")
+            j = panel.static_cat_names.index(col)
+            extra.append((panel.static_cat[:, j].cpu().long(), len(panel.static_cat_levels[j])))
         return build_design(panel, horizon, self.history, self.structure.count, self.covariates_, self.holidays,
-                            codes, G, self.yearly_harmonics, self.device_, seasonal=getattr(self, "seasonal", True))
+                            codes, G, self.yearly_harmonics, self.device_, seasonal=getattr(self, "seasonal", True),
+                            season_groups=tuple(extra))
 
     # ------------------------------------------------------------------ fit
     def fit(self, panel: Panel, horizon: int) -> "StateSpace":

@@ -52,6 +52,18 @@ class Structure:
         return self.likelihood in COUNT_LIKELIHOODS
 
 
+def _plate_factory():
+    """``P(name, size, dim)``: a plate created once per model run and reused (Pyro forbids two
+    plates of one name in a trace)."""
+    plates: dict[str, pyro.plate] = {}
+
+    def P(name: str, size: int, dim: int) -> pyro.plate:
+        if name not in plates:
+            plates[name] = pyro.plate(name, size, dim=dim)
+        return plates[name]
+    return P
+
+
 def _check(name: str, value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     if tuple(value.shape[value.dim() - len(shape):]) != shape:
         raise RuntimeError(f"latent {name!r} has shape {tuple(value.shape)}, expected (..., {shape})")
@@ -102,12 +114,7 @@ def structural_model(d: Design, cfg: Structure, forecast: bool = False):
     """Pyro model over all series; with ``forecast=True`` it also samples ``y_future [..., N, H]``."""
     N, L, H = d.num_series, d.history, d.horizon
     T = L + H if forecast else L
-    plates: dict[str, pyro.plate] = {}
-
-    def P(name: str, size: int, dim: int) -> pyro.plate:  # each plate is created once per run
-        if name not in plates:
-            plates[name] = pyro.plate(name, size, dim=dim)
-        return plates[name]
+    P = _plate_factory()
 
     dev = d.y.device
     series = P("series", N, dim=-2)
@@ -151,6 +158,12 @@ def structural_model(d: Design, cfg: Structure, forecast: bool = False):
         s_g = _check(f"{name}_group", s_g, (d.num_groups, period))
         z = _check(f"{name}_z", z, (N, period))
         s = s_g.index_select(-2, d.group) + tau.index_select(-2, d.group) * z
+        for j, (codes, size) in enumerate(d.season_groups):  # crossed groupings (e.g. store)
+            sd_j = pyro.sample(f"{name}_by{j}_scale", dist.HalfNormal(torch.tensor(cfg.season_spread, device=dev)))
+            with P(f"by{j}", size, dim=-2), P(f"{name}_pos", period, dim=-1):
+                s_j = pyro.sample(f"{name}_by{j}", dist.Normal(torch.zeros((), device=dev), 1.0))
+            s_j = _check(f"{name}_by{j}", s_j, (size, period))
+            s = s + sd_j * s_j.index_select(-2, codes)
         s = s - s.mean(-1, keepdim=True)
         pos = idx[:, :T].expand(*s.shape[:-1], T)
         seasonal = seasonal + torch.gather(s, -1, pos)
@@ -203,12 +216,7 @@ def structural_model(d: Design, cfg: Structure, forecast: bool = False):
 
 def coefficient_model(d: Design, cfg: Structure):
     """The regression part alone: ``beta [..., N, K]`` (for ``StateSpace.coefficients``)."""
-    plates: dict[str, pyro.plate] = {}
-
-    def P(name: str, size: int, dim: int) -> pyro.plate:
-        if name not in plates:
-            plates[name] = pyro.plate(name, size, dim=dim)
-        return plates[name]
+    P = _plate_factory()
 
     beta = _coefficients(P, "coef", d, d.x.shape[-1], cfg)
     pyro.deterministic("beta", beta, event_dim=2)
