@@ -1,0 +1,99 @@
+"""Scenarios for simulators: joint, coherent, reduced and stressed sample paths, and the files and
+simulators they feed.
+
+    Forecast (independent samples [N, S, H]) + history (Panel)
+        -> dependence.py   Schaake shuffle / Gaussian copula: joint scenarios, marginals kept
+        -> hierarchy.py    sums at every level (store, type, total): coherent by construction
+        -> reduction.py    S -> K weighted scenarios (fast forward selection, k-medoids)
+        -> whatif.py       re-forecast with changed covariates, shocks, stress selection
+        -> export.py       chunked streams; parquet / numpy / torch files
+        -> simulation.py   Simulator protocol, run_policy (KPI distributions), inventory simulator
+"""
+from .core import ScenarioError, ScenarioSet, weighted_quantile
+from .dependence import (
+                         DEPENDENCE,
+                         GaussianCopula,
+                         Independent,
+                         SchaakeShuffle,
+                         historical_windows,
+                         history_transform,
+                         joint_scenarios,
+                         make_dependence,
+                         reorder,
+)
+from .export import (
+                         ScenarioChunk,
+                         ScenarioStream,
+                         read_numpy,
+                         read_torch,
+                         write_numpy,
+                         write_parquet,
+                         write_torch,
+)
+from .hierarchy import TOTAL, Hierarchy, aggregate_truth, level_metrics, weighted_crps
+from .reduction import Reduction, energy_distance, reduce_scenarios, scenario_distances
+from .simulation import (
+                         InventorySimulator,
+                         KPIReport,
+                         Simulator,
+                         base_stock_levels,
+                         cvar,
+                         point_base_stock,
+                         protection_demand,
+                         run_policy,
+)
+from .whatif import (
+                         CovariateOverride,
+                         apply_shock,
+                         override_covariates,
+                         reforecast,
+                         series_mask,
+                         step_mask,
+                         stress_scenarios,
+)
+
+__all__ = [
+                         "DEPENDENCE",
+                         "TOTAL",
+                         "CovariateOverride",
+                         "GaussianCopula",
+                         "Hierarchy",
+                         "Independent",
+                         "InventorySimulator",
+                         "KPIReport",
+                         "Reduction",
+                         "ScenarioChunk",
+                         "ScenarioError",
+                         "ScenarioSet",
+                         "ScenarioStream",
+                         "SchaakeShuffle",
+                         "Simulator",
+                         "aggregate_truth",
+                         "apply_shock",
+                         "base_stock_levels",
+                         "cvar",
+                         "energy_distance",
+                         "historical_windows",
+                         "history_transform",
+                         "joint_scenarios",
+                         "level_metrics",
+                         "make_dependence",
+                         "override_covariates",
+                         "point_base_stock",
+                         "protection_demand",
+                         "read_numpy",
+                         "read_torch",
+                         "reduce_scenarios",
+                         "reforecast",
+                         "reorder",
+                         "run_policy",
+                         "scenario_distances",
+                         "series_mask",
+                         "step_mask",
+                         "stress_scenarios",
+                         "weighted_crps",
+                         "weighted_quantile",
+                         "write_numpy",
+                         "write_parquet",
+                         "write_torch",
+]

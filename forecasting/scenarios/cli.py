@@ -1,0 +1,132 @@
+"""``forecasting scenarios``: turn a saved forecast into joint, coherent scenario files.
+
+    forecasting scenarios forecast.pt --dataset walmart --data-dir ../shared/data \\
+        --method schaake --hierarchy Store --hierarchy Type --reduce 50 --format parquet --out scenarios/
+
+The forecast (``Forecast.save``) holds independent samples ``[N, S, H]`` of some of the dataset's
+series; the dataset supplies their history before each series' first forecast step, from which the
+dependence is learned, and the static columns the hierarchy is built from. Wire it into a parent
+parser with :func:`add_parser` and dispatch to :func:`run`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+FORMATS = ("parquet", "npy", "pt")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``scenarios`` subcommand to an argparse ``subparsers`` object; returns its parser."""
+    p = subparsers.add_parser("scenarios", help="turn a saved forecast into joint scenario files",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("forecast", help="a forecast saved with Forecast.save (torch file)")
+    p.add_argument("--dataset", required=True, help="registered dataset holding the forecast's series and history")
+    p.add_argument("--data-dir", default=None, help="data directory (default: $FORECASTING_DATA, then the cache)")
+    p.add_argument("--method", choices=("schaake", "copula", "independent"), default="schaake",
+                   help="dependence across series and steps")
+    p.add_argument("--transform", choices=("diff", "level", "seasonal_diff"), default="level",
+                   help="history transform the dependence is learned from")
+    p.add_argument("--season", type=int, default=None, help="lag of 'seasonal_diff' (default: the dataset's season)")
+    p.add_argument("--rank", type=int, default=10, help="copula factors")
+    p.add_argument("--hierarchy", action="append", default=[],
+                   help="static column of an aggregation level, finest first, repeatable (e.g. Store then Type)")
+    p.add_argument("--no-total", action="store_true", help="no grand-total level")
+    p.add_argument("--reduce", type=int, default=None, help="reduce to this many weighted scenarios")
+    p.add_argument("--reduction", choices=("forward", "kmedoids"), default="forward")
+    p.add_argument("--format", action="append", choices=FORMATS, help="output format, repeatable (default: parquet)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+    return p
+
+
+def _history(panel, forecast):
+    """The dataset panel cut to the forecast's series and, for each, to the steps before its first
+    forecast step."""
+    from .core import ScenarioError
+    pos = panel.item_ids.get_indexer(forecast.item_ids)
+    if (pos < 0).any():
+        as_str = panel.item_ids.astype(str).get_indexer(forecast.item_ids.astype(str))
+        pos = np.where(pos < 0, as_str, pos)
+    if (pos < 0).any():
+        raise ScenarioError(f"the forecast has series the dataset does not: {list(forecast.item_ids[pos < 0][:5])}")
+    sub = panel.select(pos)
+    cut = sub.index.get_indexer(forecast.start)
+    after_end = np.asarray(forecast.start == sub.index[-1] + pd.tseries.frequencies.to_offset(sub.freq))
+    cut = np.where((cut < 0) & after_end, sub.num_steps, cut)
+    if (cut < 1).any():
+        bad = forecast.item_ids[cut < 1]
+        raise ScenarioError(f"the forecast of series {list(bad[:5])} starts outside the dataset's history "
+                            f"({sub.index[0]}..{sub.index[-1]})")
+    return sub.truncate(torch.as_tensor(cut, dtype=torch.long))
+
+
+def run(args) -> int:
+    """Run the ``scenarios`` subcommand; 0 on success, 2 on bad input (message on stderr)."""
+    from ..datasets import DatasetError, load
+    from ..forecast import Forecast, atomic_write
+    from .core import ScenarioError, ScenarioSet
+    from .dependence import make_dependence
+    from .export import write_numpy, write_parquet, write_torch
+    from .hierarchy import Hierarchy
+    from .reduction import reduce_scenarios
+
+    try:
+        forecast = Forecast.load(args.forecast)
+        ds = load(args.dataset, args.data_dir)
+        history = _history(ds.panel, forecast)
+        options = {}
+        if args.method != "independent":
+            options = {"transform": args.transform, "season": args.season or ds.task.season}
+        if args.method == "copula":
+            options["rank"] = args.rank
+        dep = make_dependence(args.method, **options).fit(history, forecast.horizon)
+        scen = ScenarioSet.from_forecast(forecast, dep.apply(forecast.samples, seed=args.seed,
+                                                             item_ids=forecast.item_ids), method=args.method)
+        summary = {"forecast": str(args.forecast), "dataset": args.dataset, "method": args.method,
+                   "series": scen.num_series, "scenarios": scen.num_scenarios, "horizon": scen.horizon}
+        if args.reduce is not None:
+            scen, red = reduce_scenarios(scen, args.reduce, method=args.reduction, progress=not args.no_progress)
+            summary["reduction"] = {"method": args.reduction, "kept": scen.num_scenarios,
+                                    "transport_distance": red.transport, "energy_distance": red.energy}
+        if args.hierarchy:
+            hier = Hierarchy.from_panel(history, args.hierarchy, total=not args.no_total)
+            scen = hier.aggregate_scenarios(scen, include_bottom=True)
+            summary["hierarchy"] = {lv: len(hier.groups(lv)) for lv in hier.levels}
+        out = Path(args.out)
+        written = []
+        for fmt in args.format or ["parquet"]:
+            if fmt == "parquet":
+                written.append(write_parquet(out / "scenarios.parquet", scen, progress=not args.no_progress))
+            elif fmt == "npy":
+                written.append(write_numpy(out / "scenarios.npy", scen, progress=not args.no_progress))
+            else:
+                written.append(write_torch(out / "scenarios.pt", scen))
+        summary["files"] = [str(p) for p in written]
+        atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    except (ScenarioError, DatasetError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    """Run the subcommand alone: ``python -m forecasting.scenarios.cli scenarios ...``."""
+    parser = argparse.ArgumentParser(prog="forecasting")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Simulators driven by scenarios: a protocol, a policy runner with KPI distributions, and a
+reference periodic-review inventory simulator vectorised over scenarios x series.
+
+A simulator implements :class:`Simulator`: ``simulate(demand [N, S, H], policy) -> {kpi: [S]}``
+(one value per scenario). :func:`run_policy` feeds it a ScenarioSet (or a stream, chunk by chunk)
+and returns the weighted KPI distributions: mean, standard deviation, quantiles and CVaR.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .core import ScenarioError, ScenarioSet, weighted_quantile
+from .export import ScenarioStream
+
+__all__ = [
+    "InventorySimulator",
+    "KPIReport",
+    "Simulator",
+    "base_stock_levels",
+    "cvar",
+    "point_base_stock",
+    "protection_demand",
+    "run_policy",
+]
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """What a simulator implements to be driven by scenarios.
+
+    - ``kpis``: the names of the KPIs ``simulate`` returns
+    - ``simulate(demand, policy)``: ``demand`` ``[N, S, H]`` (series, scenarios, steps, one chunk of
+      scenarios at a time) -> ``{kpi: [S]}``
+    - optional ``higher_is_worse``: ``{kpi: bool}``, the tail CVaR looks at (default True: costs)
+    """
+
+    kpis: tuple[str, ...]
+
+    def simulate(self, demand: torch.Tensor, policy) -> dict[str, torch.Tensor]:
+        ...
+
+
+def cvar(values: torch.Tensor, weights: torch.Tensor, alpha: float = 0.95, upper: bool = True) -> float:
+    """Conditional value at risk: the weighted mean of the worst ``1 - alpha`` probability mass of
+    ``values`` ``[S]`` (the highest when ``upper``), the boundary scenario counted in part."""
+    if not 0 <= alpha < 1:
+        raise ScenarioError(f"alpha must be in [0, 1), got {alpha!r}")
+    v = values.double()
+    w = weights.double().to(v.device)
+    order = v.argsort(descending=upper)
+    v, w = v[order], w[order]
+    mass = 1 - alpha
+    cum = w.cumsum(0)
+    take = (torch.minimum(cum, torch.tensor(mass, dtype=torch.float64)) - (cum - w)).clamp_min(0)
+    return float((take * v).sum() / take.sum())
+
+
+@dataclass(frozen=True)
+class KPIReport:
+    """KPIs of a policy over a scenario set: ``values`` ``{kpi: [S]}``, ``weights`` ``[S]`` and
+    ``summary`` (one row per KPI: mean, std, quantiles ``q<level>``, ``cvar<alpha>``)."""
+
+    values: dict[str, torch.Tensor]
+    weights: torch.Tensor
+    summary: pd.DataFrame
+
+    def mean(self, kpi: str) -> float:
+        return float(self.summary.loc[kpi, "mean"])
+
+
+def run_policy(simulator: Simulator, scenarios: ScenarioSet | ScenarioStream, policy,
+               quantiles: Sequence[float] = (0.05, 0.5, 0.95), alpha: float = 0.95,
+               chunk_size: int = 256, progress: bool = False) -> KPIReport:
+    """Run ``policy`` through ``simulator`` on every scenario, chunk by chunk, and summarise each
+    KPI's weighted distribution across scenarios. ``policy`` is passed to ``simulate`` unchanged
+    (it must not depend on the chunk)."""
+    if not isinstance(simulator, Simulator):
+        raise ScenarioError(f"{type(simulator).__name__} does not implement the Simulator protocol "
+                            "(a `kpis` attribute and a `simulate(demand, policy)` method)")
+    stream = scenarios if isinstance(scenarios, ScenarioStream) else ScenarioStream.from_set(scenarios, chunk_size)
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in simulator.kpis}
+    weights = []
+    for chunk in tqdm(stream, disable=not progress, desc="simulate", leave=False):
+        out = simulator.simulate(chunk.values, policy)
+        s = chunk.values.shape[1]
+        for k in simulator.kpis:
+            if k not in out:
+                raise ScenarioError(f"the simulator did not return KPI {k!r}")
+            if out[k].shape != (s,):
+                raise ScenarioError(f"KPI {k!r} has shape {tuple(out[k].shape)}, expected one value per scenario [{s}]")
+            parts[k].append(out[k].detach().double().cpu())
+        weights.append(chunk.weights.double().cpu())
+    w = torch.cat(weights)
+    values = {k: torch.cat(v) for k, v in parts.items()}
+    worse = getattr(simulator, "higher_is_worse", {})
+    rows = []
+    for k, v in values.items():
+        mean = float((w * v).sum())
+        row = {"kpi": k, "mean": mean, "std": float((w * (v - mean) ** 2).sum().sqrt())}
+        qs = weighted_quantile(v[:, None], w, quantiles)[:, 0]
+        row.update({f"q{q:g}": float(x) for q, x in zip(quantiles, qs)})
+        row[f"cvar{alpha:g}"] = cvar(v, w, alpha, upper=worse.get(k, True))
+        rows.append(row)
+    return KPIReport(values, w, pd.DataFrame(rows).set_index("kpi"))
+
+
+def protection_demand(demand: torch.Tensor, periods: int) -> torch.Tensor:
+    """Demand over the ``periods`` steps starting at each step: ``[..., H]`` -> ``[..., H]``; windows
+    that run past the horizon are cut at its end (the simulation ends there too)."""
+    if periods < 1:
+        raise ScenarioError(f"periods must be >= 1, got {periods}")
+    H = demand.shape[-1]
+    cs = torch.nn.functional.pad(demand.double().cumsum(-1), (1, 0))
+    hi = (torch.arange(H, device=demand.device) + periods).clamp_max(H)
+    return (cs[..., hi] - cs[..., :H]).to(demand.dtype)
+
+
+def base_stock_levels(scenarios: ScenarioSet, lead_time: int, review_period: int = 1,
+                      service_level: float = 0.9) -> torch.Tensor:
+    """``[N, H]`` order-up-to levels: the ``service_level`` quantile (weighted, across scenarios) of
+    demand over the protection interval (``lead_time + review_period`` steps from each step).
+    Joint scenarios matter here: the sum over steps needs the dependence across steps."""
+    if not 0 < service_level < 1:
+        raise ScenarioError(f"service_level must be in (0, 1), got {service_level!r}")
+    prot = protection_demand(scenarios.values, lead_time + review_period)  # [N, S, H]
+    if scenarios.uniform:
+        return torch.quantile(prot.float(), service_level, dim=1).to(scenarios.values.dtype)
+    return weighted_quantile(prot, scenarios.weights, [service_level])[:, 0]
+
+
+def point_base_stock(point: torch.Tensor, lead_time: int, review_period: int = 1) -> torch.Tensor:
+    """``[N, H]`` order-up-to levels from a point forecast ``[N, H]``: its sum over the protection
+    interval (no safety stock; the usual plan from a single number)."""
+    return protection_demand(point, lead_time + review_period)
+
+
+class InventorySimulator:
+    """Periodic-review base-stock inventory, all scenarios x series at once.
+
+    Each step t: (1) receive the orders due; (2) on review steps (every ``review_period``) order
+    ``max(S_t - inventory position, 0)``, which arrives ``lead_time`` steps later (0: at once);
+    (3) demand is served from stock, the rest is lost (``lost_sales=True``) or backordered;
+    (4) costs: ``holding_cost`` per unit on hand at the end of the step, ``shortage_cost`` per unit
+    lost (lost sales) or per unit backordered at the end of the step (backorders).
+
+    ``simulate(demand [N, S, H], base_stock)``: ``base_stock`` ``[N]``, ``[N, H]`` or ``[N, S, H]``;
+    stock starts at ``initial_inventory`` (``[N]``; default the first base-stock level, at least 0
+    under lost sales) with nothing on order. Negative demand (returns) raises unless ``negative_demand="return"``, which
+    puts it back on the shelf. KPIs per scenario (sums over series and steps): ``total_cost``,
+    ``holding_cost``, ``shortage_cost``, ``shortage_units``, ``demand`` (positive demand),
+    ``ordered``, ``fill_rate`` (1 - shortage units / positive demand)."""
+
+    kpis = ("total_cost", "holding_cost", "shortage_cost", "shortage_units", "demand", "ordered", "fill_rate")
+    higher_is_worse: ClassVar[dict[str, bool]] = {"fill_rate": False}
+
+    def __init__(self, lead_time: int = 1, review_period: int = 1, holding_cost=1.0, shortage_cost=9.0,
+                 lost_sales: bool = True, initial_inventory: torch.Tensor | None = None,
+                 negative_demand: str = "raise"):
+        if lead_time < 0 or review_period < 1:
+            raise ScenarioError(f"lead_time must be >= 0 and review_period >= 1, got {lead_time} and {review_period}")
+        if negative_demand not in ("raise", "return"):
+            raise ScenarioError(f"negative_demand must be 'raise' or 'return', got {negative_demand!r}")
+        for name, c in (("holding_cost", holding_cost), ("shortage_cost", shortage_cost)):
+            if bool((torch.as_tensor(c) < 0).any()):
+                raise ScenarioError(f"{name} must be >= 0")
+        self.lead_time, self.review_period = lead_time, review_period
+        self.holding_cost, self.shortage_cost = holding_cost, shortage_cost
+        self.lost_sales, self.initial_inventory, self.negative_demand = lost_sales, initial_inventory, negative_demand
+
+    @property
+    def critical_ratio(self) -> float:
+        """shortage / (shortage + holding): the newsvendor service level (scalar costs)."""
+        b, h = float(torch.as_tensor(self.shortage_cost).mean()), float(torch.as_tensor(self.holding_cost).mean())
+        return b / (b + h)
+
+    def _levels(self, base_stock, N: int, S: int, H: int, device) -> torch.Tensor:
+        b = torch.as_tensor(base_stock, device=device)
+        if b.shape == (N,):
+            b = b[:, None, None].expand(N, S, H)
+        elif b.shape == (N, H):
+            b = b[:, None, :].expand(N, S, H)
+        elif b.shape != (N, S, H):
+            raise ScenarioError(f"base_stock must be [N]=[{N}], [N, H]=[{N}, {H}] or [N, S, H], got {tuple(b.shape)}")
+        if not bool(torch.isfinite(b).all()):
+            raise ScenarioError("base_stock has non-finite levels")
+        return b
+
+    def simulate(self, demand: torch.Tensor, base_stock) -> dict[str, torch.Tensor]:
+        """``demand`` ``[N, S, H]`` -> ``{kpi: [S]}`` (see the class docstring)."""
+        if demand.ndim != 3:
+            raise ScenarioError(f"demand must be [series, scenarios, steps], got shape {tuple(demand.shape)}")
+        N, S, H = demand.shape
+        d_all = demand.double()
+        if not bool(torch.isfinite(d_all).all()):
+            bad = ~torch.isfinite(d_all).reshape(N, -1).all(1)
+            raise ScenarioError(f"non-finite demand for series at positions {bad.nonzero().squeeze(1)[:5].tolist()}")
+        if self.negative_demand == "raise" and bool((d_all < 0).any()):
+            bad = (d_all < 0).reshape(N, -1).any(1).nonzero().squeeze(1)
+            raise ScenarioError(f"negative demand (returns) for series at positions {bad[:5].tolist()}; "
+                                "pass negative_demand='return' to put returns back in stock")
+        levels = self._levels(base_stock, N, S, H, demand.device).double()
+        h = torch.as_tensor(self.holding_cost, dtype=torch.float64, device=demand.device)
+        b = torch.as_tensor(self.shortage_cost, dtype=torch.float64, device=demand.device)
+        h = h[:, None] if h.ndim == 1 else h
+        b = b[:, None] if b.ndim == 1 else b
+        if self.initial_inventory is None:
+            # stock on hand cannot be negative under lost sales; with backorders it is a backlog
+            net = levels[..., 0].clamp_min(0) if self.lost_sales else levels[..., 0].clone()
+        else:
+            init = torch.as_tensor(self.initial_inventory, dtype=torch.float64, device=demand.device)
+            if init.shape != (N,):
+                raise ScenarioError(f"initial_inventory must be [N]=[{N}], got {tuple(init.shape)}")
+            net = init[:, None].expand(N, S).clone()
+        L = self.lead_time
+        pipeline = torch.zeros(max(L, 1), N, S, dtype=torch.float64, device=demand.device)
+        zeros = torch.zeros(N, S, dtype=torch.float64, device=demand.device)
+        holding, shortage, short_units, ordered = zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone()
+        # the state of step t depends on step t-1: a loop over the H steps, batched over N x S
+        for t in range(H):
+            if L > 0:
+                net += pipeline[0]
+                pipeline = torch.cat([pipeline[1:], zeros[None]])
+            if t % self.review_period == 0:
+                position = net + pipeline.sum(0) if L > 0 else net
+                q = (levels[..., t] - position).clamp_min(0)  # a base-stock policy never orders < 0
+                ordered += q
+                if L > 0:
+                    pipeline[L - 1] += q
+                else:
+                    net += q
+            d = d_all[..., t]
+            if self.lost_sales:
+                pos_d = d.clamp_min(0)
+                served = torch.minimum(net.clamp_min(0), pos_d)
+                lost = pos_d - served
+                net = net - served - d.clamp_max(0)  # returns (d < 0) go back on the shelf
+                short_units += lost
+                shortage += b * lost
+            else:
+                net = net - d
+                backlog = (-net).clamp_min(0)
+                short_units += backlog
+                shortage += b * backlog
+            holding += h * net.clamp_min(0)
+        pos_demand = d_all.clamp_min(0).sum((0, 2))
+        su = short_units.sum(0)
+        out = {"holding_cost": holding.sum(0), "shortage_cost": shortage.sum(0), "shortage_units": su,
+               "demand": pos_demand, "ordered": ordered.sum(0)}
+        out["total_cost"] = out["holding_cost"] + out["shortage_cost"]
+        out["fill_rate"] = torch.where(pos_demand > 0, 1 - su / pos_demand.clamp_min(1e-300), torch.ones_like(su))
+        return out

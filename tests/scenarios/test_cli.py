@@ -1,0 +1,55 @@
+import argparse
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from forecasting.models import SeasonalNaive
+from forecasting.scenarios import read_torch
+from forecasting.scenarios.cli import add_parser, run
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser(prog="forecasting")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["scenarios", *argv])
+
+
+@pytest.fixture(scope="module")
+def saved_forecast(walmart, tmp_path_factory):
+    panel = walmart.panel
+    codes = panel.static_cat[:, list(panel.static_cat_names).index("Store")].numpy()
+    rows = np.nonzero(np.isin(codes, [0, 1]))[0]  # stores 1 and 2
+    train = panel.select(rows).windows(39, 1, align="grid")[0].train
+    fc = SeasonalNaive(52).fit(train, 39).predict(train, 40, seed=0)
+    return fc, fc.save(tmp_path_factory.mktemp("fc") / "forecast.pt")
+
+
+def test_saved_forecast_to_coherent_reduced_scenario_files(saved_forecast, data_dir, tmp_path, capsys):
+    fc, path = saved_forecast
+    args = parse(str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "schaake",
+                 "--hierarchy", "Store", "--hierarchy", "Type", "--reduce", "10", "--format", "parquet",
+                 "--format", "pt", "--out", str(tmp_path), "--no-progress")
+    assert run(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["series"] == fc.num_series and summary["reduction"]["kept"] == 10
+    assert summary["hierarchy"] == {"Store": 2, "Type": 1, "total": 1}
+    sc = read_torch(tmp_path / "scenarios.pt")
+    n = fc.num_series
+    assert sc.num_series == n + 2 + 1 + 1 and sc.num_scenarios == 10
+    assert float(sc.weights.sum()) == pytest.approx(1.0)
+    assert torch.allclose(sc.values[-1], sc.values[:n].sum(0), rtol=1e-5)
+    # every kept scenario is one of the forecast's samples at each (series, step)
+    assert bool((sc.values[:n, :, :, None] == fc.samples.permute(0, 2, 1)[:, None]).any(-1).all())
+    table = pq.read_table(tmp_path / "scenarios.parquet")
+    assert table.num_rows == sc.num_series * 10 * 39
+
+
+def test_bad_input_is_a_clear_error(saved_forecast, data_dir, tmp_path, capsys):
+    _, path = saved_forecast
+    assert run(parse(str(path), "--dataset", "no_such_data", "--out", str(tmp_path))) == 2
+    assert "unknown dataset 'no_such_data'" in capsys.readouterr().err
+    assert run(parse(str(tmp_path / "missing.pt"), "--dataset", "walmart", "--out", str(tmp_path))) == 2
+    assert "missing.pt" in capsys.readouterr().err

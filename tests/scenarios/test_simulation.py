@@ -1,0 +1,98 @@
+import pandas as pd
+import pytest
+import torch
+
+from forecasting.scenarios import (
+    InventorySimulator,
+    ScenarioError,
+    ScenarioSet,
+    Simulator,
+    base_stock_levels,
+    cvar,
+    point_base_stock,
+    protection_demand,
+    run_policy,
+)
+
+
+def test_lost_sales_by_hand():
+    # one series, one scenario, lead time 1, base stock 10; demand 4, 12, 3
+    sim = InventorySimulator(lead_time=1, holding_cost=1.0, shortage_cost=5.0)
+    d = torch.tensor([[[4.0, 12.0, 3.0]]])
+    out = sim.simulate(d, torch.tensor([10.0]))
+    # t0: stock 10, order 0, sell 4 -> 6 (hold 6); t1: order 4 (arrives t2), sell 6 of 12 -> 0, lose 6
+    # t2: receive 4, position 4 -> order 6, sell 3 -> 1 (hold 1)
+    assert out["holding_cost"].item() == 7.0 and out["shortage_units"].item() == 6.0
+    assert out["shortage_cost"].item() == 30.0 and out["total_cost"].item() == 37.0
+    assert out["ordered"].item() == 10.0 and out["fill_rate"].item() == pytest.approx(1 - 6 / 19)
+
+
+def test_backorders_and_returns():
+    sim = InventorySimulator(lead_time=0, holding_cost=1.0, shortage_cost=2.0, lost_sales=False)
+    d = torch.tensor([[[4.0, 12.0]]])
+    out = sim.simulate(d, torch.tensor([10.0]))
+    # lead time 0: order up to 10 at the start of each step; t1: 10 - 12 = -2 backordered
+    assert out["holding_cost"].item() == 6.0 and out["shortage_units"].item() == 2.0
+    with pytest.raises(ScenarioError, match="negative demand"):
+        InventorySimulator().simulate(torch.tensor([[[1.0, -2.0]]]), torch.tensor([3.0]))
+    ret = InventorySimulator(lead_time=1, negative_demand="return").simulate(torch.tensor([[[1.0, -2.0]]]), torch.tensor([3.0]))
+    assert ret["holding_cost"].item() == 2.0 + 4.0  # the return goes back on the shelf
+
+
+def test_vectorised_over_scenarios_and_series_matches_one_by_one():
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand(5, 8, 10, generator=g) * 10
+    levels = torch.rand(5, 10, generator=g) * 20
+    sim = InventorySimulator(lead_time=2, review_period=2)
+    full = sim.simulate(d, levels)
+    for s in range(8):
+        for k in ("total_cost", "ordered"):
+            alone = sum(sim.simulate(d[i:i + 1, s:s + 1], levels[i:i + 1])[k] for i in range(5))
+            assert full[k][s].item() == pytest.approx(alone.item(), rel=1e-9)
+
+
+def test_base_stock_levels_from_scenarios_and_point():
+    d = torch.arange(6.0).view(1, 1, 6).expand(1, 4, 6) + torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 4, 1)
+    prot = protection_demand(d, 2)
+    assert prot[0, 0].tolist() == [1.0, 3.0, 5.0, 7.0, 9.0, 5.0]  # cut at the horizon end
+    sc = ScenarioSet(d, torch.full((4,), 0.25, dtype=torch.float64), pd.Index(["a"]), pd.DatetimeIndex(["2021-01-01"]), "D")
+    lv = base_stock_levels(sc, lead_time=1, service_level=0.5)
+    assert lv[0, 0].item() == pytest.approx(float(torch.quantile(prot[0, :, 0], 0.5)))
+    assert point_base_stock(d[:, 0], 1)[0].tolist() == prot[0, 0].tolist()
+
+
+def test_run_policy_weighted_kpis_and_cvar():
+    v = torch.tensor([0.0, 10.0, 20.0, 30.0]).view(1, 4, 1)
+    sc = ScenarioSet(v, torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64), pd.Index(["a"]),
+                     pd.DatetimeIndex(["2021-01-01"]), "D")
+    rep = run_policy(InventorySimulator(lead_time=0, holding_cost=1.0, shortage_cost=1.0), sc, torch.tensor([15.0]),
+                     chunk_size=3)
+    # costs per scenario: holding 15, 5, 0, 0 and shortage 0, 0, 5, 15 -> total 15, 5, 5, 15
+    assert rep.values["total_cost"].tolist() == [15.0, 5.0, 5.0, 15.0]
+    assert rep.mean("total_cost") == pytest.approx(0.4 * 15 + 0.3 * 5 + 0.2 * 5 + 0.1 * 15)
+    assert rep.summary.loc["total_cost", "cvar0.95"] == pytest.approx(15.0)
+    assert cvar(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.full((4,), 0.25), alpha=0.5) == pytest.approx(3.5)
+    assert cvar(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.full((4,), 0.25), alpha=0.6) == pytest.approx((3 * 0.15 + 4 * 0.25) / 0.4)
+    assert cvar(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.full((4,), 0.25), alpha=0.5, upper=False) == pytest.approx(1.5)
+
+
+def test_any_object_with_kpis_and_simulate_is_a_simulator():
+    class Revenue:
+        kpis = ("revenue",)
+
+        def simulate(self, demand, price):
+            return {"revenue": (demand * price).sum((0, 2))}
+
+    assert isinstance(Revenue(), Simulator)
+    sc = ScenarioSet(torch.ones(2, 3, 4), torch.full((3,), 1 / 3, dtype=torch.float64), pd.Index(["a", "b"]),
+                     pd.DatetimeIndex(["2021-01-01"] * 2), "D")
+    assert run_policy(Revenue(), sc, 2.0).mean("revenue") == pytest.approx(16.0)
+    with pytest.raises(ScenarioError, match="Simulator protocol"):
+        run_policy(object(), sc, 2.0)
+
+    class Wrong(Revenue):
+        def simulate(self, demand, price):
+            return {"revenue": torch.zeros(7)}
+
+    with pytest.raises(ScenarioError, match="one value per scenario"):
+        run_policy(Wrong(), sc, 1.0)
