@@ -63,6 +63,7 @@ class StateSpace(Model):
                  history: int | None = None,
                  yearly_harmonics: int = 6, num_steps: int = 1000, lr: float = 0.03, lr_decay: float = 0.1,
                  clip_norm: float = 10.0, init_scale: float = 0.02, level_prior: float = -3.0,
+                 level_prior_scale: float = 1.0,
                  noise_prior: float = -1.0, season_spread: float = 0.5, coef_scale: float = 0.5,
                  coef_spread: float = 0.2, device: str = "auto", seed: int = 0, max_elements: int = 2 ** 25,
                  time_reparam: str | None = None, jit: bool = True, progress: bool = False):
@@ -84,6 +85,7 @@ class StateSpace(Model):
         self.season_groups = (season_groups,) if isinstance(season_groups, str) else tuple(season_groups or ())
         self.num_steps, self.lr, self.lr_decay, self.clip_norm, self.init_scale = num_steps, lr, lr_decay, clip_norm, init_scale
         self.level_prior, self.noise_prior, self.season_spread = level_prior, noise_prior, season_spread
+        self.level_prior_scale = level_prior_scale
         self.coef_scale, self.coef_spread = coef_scale, coef_spread
         self.device, self.seed, self.max_elements, self.progress = device, seed, max_elements, progress
         self.jit = jit
@@ -98,8 +100,8 @@ class StateSpace(Model):
 
     @property
     def structure(self) -> Structure:
-        return Structure(self.likelihood, self.trend, self.level_prior, self.noise_prior, self.season_spread,
-                         self.coef_scale, self.coef_spread)
+        return Structure(self.likelihood, self.trend, self.level_prior, getattr(self, "level_prior_scale", 1.0),
+                         self.noise_prior, self.season_spread, self.coef_scale, self.coef_spread)
 
     def _groups(self, panel: Panel) -> tuple[torch.Tensor, int, pd.Index]:
         if self.group is None:

@@ -42,6 +42,7 @@ class Structure:
     likelihood: str = "studentT"
     trend: bool = True
     level_prior: float = -3.0  # prior location of log sigma_level (standardised units)
+    level_prior_scale: float = 1.0  # prior scale of the per-group location of log sigma_level
     noise_prior: float = -1.0  # prior location of log sigma_obs
     season_spread: float = 0.5  # prior scale of the per-group spread of series seasonal deviations
     coef_scale: float = 0.5  # prior scale of group regression coefficients
@@ -120,7 +121,7 @@ def structural_model(d: Design, cfg: Structure, forecast: bool = False):
     series = P("series", N, dim=-2)
 
     # ---- level (+ damped slope) as a non-centred random walk
-    log_sig_level = _pooled(P, "log_level_scale", d, cfg.level_prior, 1.0, 0.5)
+    log_sig_level = _pooled(P, "log_level_scale", d, cfg.level_prior, cfg.level_prior_scale, 0.5)
     with series:
         level0 = pyro.sample("level0", dist.Normal(torch.zeros((), device=dev), 3.0 if cfg.count else 2.0))
     level0 = _check("level0", level0, (N, 1))
