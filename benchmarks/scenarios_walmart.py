@@ -29,7 +29,7 @@ import torch
 
 import forecasting
 from forecasting.evaluation.metrics import energy_score
-from forecasting.forecast import atomic_write
+from forecasting.forecast import Forecast, atomic_write
 from forecasting.models.registry import make_model
 from forecasting.scenarios import (
     GaussianCopula,
@@ -40,6 +40,7 @@ from forecasting.scenarios import (
     SchaakeShuffle,
     base_stock_levels,
     joint_scenarios,
+    kpi_features,
     level_metrics,
     point_base_stock,
     reduce_scenarios,
@@ -112,6 +113,25 @@ def _fmt(x, digits=4):
     return f"{x:,.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def _choice_lines(r: dict) -> list[str]:
+    if "transform_choice" not in r:
+        return []
+    c = r["transform_choice"]
+    lines = ["## History transform, chosen on the validation window", "",
+             (f"Rule: {c['rule']}. Chosen: `{c['chosen']}` (from `{c['file']}`, {next(iter(c['transforms'].values()))['model']} "
+              "forecast); the test window was scored once, with it."), "",
+             "| transform | mean score / independent | blocks below independent | Store 80 % coverage | Store CRPS |",
+             "|---|---|---|---|---|"]
+    for t, v in c["transforms"].items():
+        below = ", ".join(f"{n} {k}/7" for n, k in v["blocks_below_independent"].items())
+        cov = ", ".join(f"{n} {100 * x:.1f} %" for n, x in v["store_coverage_80"].items() if n != "independent")
+        crps = ", ".join(f"{n} {x:,.0f}" for n, x in v["store_crps"].items())
+        lines.append(f"| {t} | {v['mean_relative_score']:.4f} | {below} | {cov} | {crps} |")
+    if "note" in c:
+        lines += ["", c["note"] + "."]
+    return [*lines, ""]
+
+
 def markdown(r: dict) -> str:
     """The results page, written from the run's JSON (never by hand)."""
     m = r["methods"]
@@ -127,6 +147,7 @@ def markdown(r: dict) -> str:
         (f"Window: the last 39 weeks cut at one date for every series (`align='grid'`); {r['series']['all']} series, "
         f"{r['series']['complete_truth']} with truth at every step. Dependence is learned from the window's training "
         "panel only. Hierarchy: dept-in-store series -> Store (45) -> Type (3) -> total."), "",
+        *_choice_lines(r),
         "## Done-when criteria", "",
         "| criterion | result | pass |", "|---|---|---|",
     ]
@@ -152,7 +173,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| {n}: base stock from scenarios costs less than from the point forecast (realised demand) | "
                      f"{_fmt(c, 0)} vs {_fmt(pt, 0)} (best point) | {'yes' if c < pt else 'no'} |")
     red = r["reduction"]
-    for how in ("forward", "kmedoids"):
+    for how in red["variants"]:
         worst = max(abs(v) for v in red[how]["relative_difference"].values())
         lines.append(f"| reduction {r['num_scenarios']} -> {red[how]['k']} ({how}): KPI means within 2 % | "
                      f"largest difference {100 * worst:.2f} % | {'yes' if worst <= 0.02 else 'no'} |")
@@ -197,18 +218,23 @@ def markdown(r: dict) -> str:
     lines += ["", (f"## Reduction {r['num_scenarios']} -> {r.get('reduce_to', 50)} "
               f"({red['method_scenarios']} scenarios)"), "",
               "Inventory simulator KPI means (base stock from the full set) on the full and the reduced sets.", "",
-              "| KPI | full | forward | kmedoids |", "|---|---|---|---|"]
+              ("Distances on `values`: every series and step of a scenario (the default); on `store_kpis`: each "
+               "store's simulated holding and shortage cost in that scenario, each column divided by its standard "
+               "deviation across scenarios (`kpi_features`; scenarios only, never the realised demand)."), "",
+              "| KPI | full | " + " | ".join(red["variants"]) + " |", "|---|---|" + "---|" * len(red["variants"])]
     for k in red["full"]:
-        lines.append(f"| {k} | {_fmt(red['full'][k], 2)} | {_fmt(red['forward']['mean'][k], 2)} "
-                     f"({100 * red['forward']['relative_difference'][k]:+.2f} %) | {_fmt(red['kmedoids']['mean'][k], 2)} "
-                     f"({100 * red['kmedoids']['relative_difference'][k]:+.2f} %) |")
-    for how in ("forward", "kmedoids"):
+        lines.append(f"| {k} | {_fmt(red['full'][k], 2)} | " + " | ".join(
+            f"{_fmt(red[v]['mean'][k], 2)} ({100 * red[v]['relative_difference'][k]:+.2f} %)" for v in red["variants"]) + " |")
+    for how in red["variants"]:
         x = red[how]
-        lines.append(f"\n{how}: transport distance {x['transport']:,.0f}, energy distance {x['energy']:,.0f}, "
-                     f"weights sum {x['weights_sum']:.12f}, {x['time']['cpu_s']} s CPU.")
+        extra = (f" (+ {x['feature_time']['cpu_s']} s CPU to simulate the {x['dims']} features)"
+                 if "feature_time" in x else "")
+        lines.append(f"\n{how}: transport distance {x['transport']:,.2f}, energy distance {x['energy']:,.2f}, "
+                     f"weights sum {x['weights_sum']:.12f}, {x['time']['cpu_s']} s CPU{extra}.")
     lines += ["", "## Speed and memory", "",
               (f"Forecast ({r['model']}, {r['num_scenarios']} samples for every series): {r['forecast_time']['wall_s']} s wall, "
-              f"{r['forecast_time']['cpu_s']} s CPU (the model's cost, not the scenario generator's)."), ""]
+              f"{r['forecast_time']['cpu_s']} s CPU (the model's cost, not the scenario generator's"
+              + ("; fitted once, then read back from the cache" if "cached" in r["forecast_time"] else "") + ")."), ""]
     for n in names:
         t = m[n]["time_fit_join_aggregate"]
         lines.append(f"- {n}: fit on the history + join + every aggregate ({m[n]['nodes']:,} nodes): "
@@ -220,6 +246,65 @@ def markdown(r: dict) -> str:
                   f"peak RSS {st['peak_rss_mb']:,} MB of the writing process, {st['wall_s']} s wall, {st['cpu_s']} s CPU"
                   + (f" (`{st['command']}`)." if "command" in st else "."))]
     return "\n".join(lines) + "\n"
+
+
+def cached_forecast(args, ds, train, H):
+    """Fit ``args.model`` on ``train`` and sample ``args.num_scenarios`` paths (seed 0), or read them back
+    from ``args.cache_dir`` (the statespace model takes minutes to fit). The key holds the model, split,
+    sample count and the training panel's shape and end, so a different window never reuses a file."""
+    key = (f"walmart_{args.model}_{args.split}_{args.num_scenarios}_s{train.num_series}_t{train.num_steps}"
+           f"_end{int(train.end.max())}.pt")
+    path = Path(args.cache_dir) / key if args.cache_dir else None
+    if path is not None and path.exists() and not args.refit:
+        meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
+        fc = Forecast.load(path)
+        if fc.num_series != train.num_series or fc.horizon != H or fc.num_samples != args.num_scenarios:
+            raise ValueError(f"cached forecast {path} has shape {tuple(fc.samples.shape)}; "
+                             f"expected {(train.num_series, args.num_scenarios, H)} (rerun with --refit)")
+        print(f"read the {args.model} forecast from {path}", flush=True)
+        return fc, {**meta.get("forecast_time", {}), "cached": str(path)}
+    timer = Timer()
+    model = make_model(args.model, ds.task).fit(train, H)
+    fc = model.predict(train, args.num_scenarios, seed=0)
+    t = timer.stop()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fc.save(path)
+        path.with_suffix(".json").write_text(json.dumps({"forecast_time": t}))
+    return fc, t
+
+
+MV_KEYS = ("es_series_paths", "vs_series_paths", "es_store_cross_section", "vs_store_cross_section",
+           "es_store_totals", "vs_store_totals", "es_all_series")
+
+
+def choose_transform(paths: list[str]) -> dict:
+    """The history transform from validation runs (one JSON per transform, ``--split val``).
+
+    Rule, fixed before any run: the lowest mean, over the joint methods and the 7 ES/VS blocks, of
+    the score relative to independent samples (the dependence is what the transform decides)."""
+    runs = [json.loads(Path(q).read_text()) for q in paths]
+    if any(r["split"] != "val" for r in runs):
+        raise ValueError("choose the transform on validation runs only (--split val)")
+    table = {}
+    for r in runs:
+        m = r["methods"]
+        ratios = {n: {k: m[n][k] / m["independent"][k] for k in MV_KEYS} for n in m if n != "independent"}
+        store = {n: next(x for x in m[n]["levels"] if x["level"] == "Store") for n in m}
+        table[r["transform"]] = {
+            "mean_relative_score": float(np.mean([v for d in ratios.values() for v in d.values()])),
+            "blocks_below_independent": {n: sum(v < 1 for v in d.values()) for n, d in ratios.items()},
+            "relative_scores": ratios,
+            "store_crps": {n: store[n]["crps"] for n in m}, "store_coverage_80": {n: store[n]["coverage_80"] for n in m},
+            "model": r["model"], "command": r["command"]}
+    chosen = min(table, key=lambda t: table[t]["mean_relative_score"])
+    out = {"rule": ("lowest mean over joint methods and ES/VS blocks of score / independent score, "
+                    "on the validation window (39 weeks before the test window)"),
+           "chosen": chosen, "transforms": table}
+    if "seasonal_diff" not in table:
+        out["note"] = ("seasonal_diff (season 52) is no candidate: the validation window's history is 65 weeks, "
+                       "13 seasonal differences, fewer than one 39-week window for the Schaake shuffle")
+    return out
 
 
 def _stream_result(args) -> dict:
@@ -271,11 +356,30 @@ def main(argv=None) -> int:
     p.add_argument("--stream-json", default=None,
                    help="use the JSON line a previous `--stream-child` run printed instead of streaming again")
     p.add_argument("--markdown-only", default=None, help="rewrite the .md from this JSON and stop")
+    p.add_argument("--cache-dir", default="/tmp/scenarios_walmart_forecasts",
+                   help="where fitted forecasts are kept so re-runs do not refit ('' disables)")
+    p.add_argument("--refit", action="store_true", help="fit the model even when a cached forecast exists")
+    p.add_argument("--forecast-only", action="store_true", help="fit (or read) the forecast, cache it and stop")
+    p.add_argument("--choose-transform", nargs="+", default=None, metavar="VAL_JSON",
+                   help="pick the history transform from these --split val runs, write <out>.json and stop")
+    p.add_argument("--val-choice", default=None,
+                   help="JSON written by --choose-transform: use its transform and report the choice")
     p.add_argument("--stream-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.stream_child:
         return stream_child(args)
     out = Path(args.out)
+    if args.choose_transform:
+        choice = choose_transform(args.choose_transform)
+        atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(choice, indent=1)))
+        print(json.dumps({t: v["mean_relative_score"] for t, v in choice["transforms"].items()}), "->", choice["chosen"])
+        return 0
+    val_choice = None
+    if args.val_choice:
+        val_choice = json.loads(Path(args.val_choice).read_text())
+        if args.split != "test":
+            raise ValueError("--val-choice is for the test run")
+        args.transform = val_choice["chosen"]
     if args.markdown_only:  # rewrite the page from a run's JSON, adding a separate streaming run if given
         report = json.loads(Path(args.markdown_only).read_text())
         if args.stream_json:
@@ -292,16 +396,17 @@ def main(argv=None) -> int:
                     "lead_time": args.lead_time, "reduce_to": args.reduce_to, "machine": f"{platform.processor() or platform.machine()}, "
                     f"{psutil.cpu_count()} cores, torch threads 1", "load_average_at_start": os.getloadavg()}
 
+    if val_choice is not None:
+        report["transform_choice"] = {**val_choice, "file": args.val_choice}
     ds = forecasting.load("walmart", args.data_dir)
     H = ds.task.horizon
     panel = ds.panel if args.split == "test" else ds.panel.truncate(torch.full_like(ds.panel.end, ds.panel.num_steps - H))
     window = panel.windows(H, 1, align="grid")[0]
     train, y, mask = window.train, window.target, window.mask
-    timer = Timer()
-    model = make_model(args.model, ds.task).fit(train, H)
-    fc = model.predict(train, args.num_scenarios, seed=0)
-    report["forecast_time"] = timer.stop()
+    fc, report["forecast_time"] = cached_forecast(args, ds, train, H)
     print("forecast", report["forecast_time"], flush=True)
+    if args.forecast_only:
+        return 0
     hier = Hierarchy.from_panel(ds.panel, ["Store", "Type"])
     complete = mask.all(1)
     report["series"] = {"all": int(panel.num_series), "complete_truth": int(complete.sum())}
@@ -357,17 +462,26 @@ def main(argv=None) -> int:
     full = full.replace(values=full.values[c], item_ids=full.item_ids[c.numpy()], start=full.start[c.numpy()])
     levels = base_stock_levels(full, args.lead_time, 1, sim.critical_ratio)
     kpi_full = run_policy(sim, full, levels)
-    reduction = {"method_scenarios": best, "full": kpi_full.summary["mean"].to_dict()}
-    for how in ("forward", "kmedoids"):
-        timer = Timer()
-        small, red = reduce_scenarios(full, args.reduce_to, method=how)
-        t = timer.stop()
-        kpi = run_policy(sim, small, levels)
-        rel = {k: float(kpi.summary.loc[k, "mean"] / kpi_full.summary.loc[k, "mean"] - 1) for k in sim.kpis}
-        reduction[how] = {"k": int(red.indices.shape[0]), "transport": red.transport, "energy": red.energy,
-                          "mean": kpi.summary["mean"].to_dict(), "relative_difference": rel, "time": t,
-                          "weights_sum": float(red.weights.sum())}
-        print(how, t, {k: round(v, 5) for k, v in rel.items()}, flush=True)
+    reduction = {"method_scenarios": best, "full": kpi_full.summary["mean"].to_dict(), "variants": []}
+    # distances on (a) every series and step (the default), (b) each store's simulated holding and
+    # shortage cost per scenario (levels from the full set; scenarios only, never the truth)
+    timer = Timer()
+    store_kpis = kpi_features(sim, full, levels, stores[c.numpy()])
+    feature_time = timer.stop()
+    for feats, label in ((None, "values"), (store_kpis, "store_kpis")):
+        for how in ("forward", "kmedoids"):
+            timer = Timer()
+            small, red = reduce_scenarios(full, args.reduce_to, method=how, features=feats)
+            t = timer.stop()
+            kpi = run_policy(sim, small, levels)
+            rel = {k: float(kpi.summary.loc[k, "mean"] / kpi_full.summary.loc[k, "mean"] - 1) for k in sim.kpis}
+            name = f"{how}:{label}"
+            reduction["variants"].append(name)
+            reduction[name] = {"k": int(red.indices.shape[0]), "transport": red.transport, "energy": red.energy,
+                               "features": label, "mean": kpi.summary["mean"].to_dict(), "relative_difference": rel,
+                               "time": t, "weights_sum": float(red.weights.sum()),
+                               **({"feature_time": feature_time, "dims": int(feats.shape[1])} if feats is not None else {})}
+            print(name, t, {k: round(v, 5) for k, v in rel.items()}, flush=True)
     report["reduction"] = reduction
 
     if args.stream_json:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -24,6 +25,7 @@ __all__ = [
     "Simulator",
     "base_stock_levels",
     "cvar",
+    "kpi_features",
     "point_base_stock",
     "protection_demand",
     "run_policy",
@@ -108,6 +110,43 @@ def run_policy(simulator: Simulator, scenarios: ScenarioSet | ScenarioStream, po
         row[f"cvar{alpha:g}"] = cvar(v, w, alpha, upper=worse.get(k, True))
         rows.append(row)
     return KPIReport(values, w, pd.DataFrame(rows).set_index("kpi"))
+
+
+def kpi_features(simulator: Simulator, scenarios: ScenarioSet, policy, groups,
+                 kpis: Sequence[str] = ("holding_cost", "shortage_cost"), standardize: bool = True) -> torch.Tensor:
+    """``[S, G * len(kpis)]`` per-scenario KPIs of each group of series: the features to reduce
+    scenarios on when a simulator's KPI means should survive the reduction
+    (``reduce_scenarios(..., features=kpi_features(...))``).
+
+    ``groups`` ``[N]`` labels the series (e.g. their store); the simulator runs once per group on
+    that group's rows (``policy`` is sliced on its first dim when it is a tensor with one row per
+    series), so it must treat series independently and ``kpis`` must be additive over series
+    (costs and units, not rates). Only the scenarios are used, never realised demand. With
+    ``standardize`` each column is divided by its weighted standard deviation across scenarios
+    (constant columns are dropped), so every group's KPI counts alike in the distance."""
+    N = scenarios.num_series
+    labels = np.asarray(groups)
+    if labels.shape != (N,):
+        raise ScenarioError(f"groups must hold one label per series ({N}), got shape {labels.shape}")
+    unknown = [k for k in kpis if k not in simulator.kpis]
+    if unknown or not kpis:
+        raise ScenarioError(f"kpis must be a non-empty subset of the simulator's {simulator.kpis}, got {list(kpis)}")
+    cols = []
+    # one simulation per group, batched over the group's series and every scenario
+    for g in pd.unique(labels):
+        rows = torch.as_tensor(np.nonzero(labels == g)[0])
+        pol = policy
+        if isinstance(policy, torch.Tensor) and policy.ndim >= 1 and policy.shape[0] == N:
+            pol = policy[rows.to(policy.device)]
+        out = simulator.simulate(scenarios.values[rows.to(scenarios.values.device)], pol)
+        cols += [out[k].detach().double().cpu() for k in kpis]
+    x = torch.stack(cols, 1)  # [S, G * K]
+    if not standardize:
+        return x
+    w = scenarios.weights.double().cpu()[:, None]
+    sd = ((w * (x - (w * x).sum(0)) ** 2).sum(0)).sqrt()
+    keep = sd > 1e-12 * x.abs().amax(0).clamp_min(1e-300)
+    return x[:, keep] / sd[keep]
 
 
 def protection_demand(demand: torch.Tensor, periods: int) -> torch.Tensor:

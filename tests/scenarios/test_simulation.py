@@ -9,6 +9,7 @@ from forecasting.scenarios import (
     Simulator,
     base_stock_levels,
     cvar,
+    kpi_features,
     point_base_stock,
     protection_demand,
     run_policy,
@@ -96,3 +97,27 @@ def test_any_object_with_kpis_and_simulate_is_a_simulator():
 
     with pytest.raises(ScenarioError, match="one value per scenario"):
         run_policy(Wrong(), sc, 1.0)
+
+
+def test_kpi_features_are_per_group_simulations():
+    g = torch.Generator().manual_seed(3)
+    demand = 10 + 3 * torch.randn(6, 40, 5, generator=g).abs()
+    sc = ScenarioSet(demand, torch.full((40,), 1 / 40, dtype=torch.float64), pd.Index([f"x{i}" for i in range(6)]),
+                     pd.DatetimeIndex(["2021-01-01"] * 6), "D")
+    sim = InventorySimulator(lead_time=1)
+    levels = base_stock_levels(sc, 1, 1, sim.critical_ratio)  # [N, H]: sliced by group
+    groups = ["a", "b", "a", "c", "b", "a"]
+    raw = kpi_features(sim, sc, levels, groups, kpis=("holding_cost", "shortage_cost"), standardize=False)
+    assert raw.shape == (40, 6)
+    full = sim.simulate(demand, levels)
+    # group columns add up to the KPIs of the whole set, scenario by scenario
+    assert torch.allclose(raw[:, 0::2].sum(1), full["holding_cost"].double())
+    assert torch.allclose(raw[:, 1::2].sum(1), full["shortage_cost"].double())
+    z = kpi_features(sim, sc, levels, groups)
+    keep = raw.std(0, unbiased=False) > 0
+    assert z.shape == (40, int(keep.sum()))
+    assert torch.allclose(z.std(0, unbiased=False), torch.ones(z.shape[1], dtype=torch.float64))
+    with pytest.raises(ScenarioError, match="one label per series"):
+        kpi_features(sim, sc, levels, groups[:3])
+    with pytest.raises(ScenarioError, match="subset of the simulator"):
+        kpi_features(sim, sc, levels, groups, kpis=("profit",))
