@@ -37,6 +37,7 @@ def evaluate(forecast: Forecast, window: Window, task: Task) -> dict[str, float]
     - ``wql``: fev/GluonTS weighted quantile loss over ``task.quantiles``
     - ``crps``: mean CRPS in target units; ``scaled_crps``: sum CRPS / sum |y|
     - ``mase``: fev's pooled MASE of the sample median, scale with ``task.mase_season``
+    - ``wape``: sum |y - median| / sum |y| (fev's WAPE of the point forecast)
     - ``coverage_{50,80,95}``: share of truth inside the central intervals; ``interval_score_80``
     """
     y, mask = window.target.to(forecast.samples.device), window.mask.to(forecast.samples.device)
@@ -52,6 +53,8 @@ def evaluate(forecast: Forecast, window: Window, task: Task) -> dict[str, float]
         "crps": M.crps(forecast.samples, y, mask),
         "scaled_crps": M.scaled_crps(forecast.samples, y, mask),
         "mase": M.mase(at[0.5], y, scale, mask),
+        # WAPE of the sample median: sum |y - median| / sum |y| (fev's WAPE), = WQL at q = 0.5 alone
+        "wape": M.wql(at[0.5][:, None, :], y, (0.5,), mask),
     }
     for level, (lo, hi) in INTERVALS.items():
         out[f"coverage_{level}"] = M.coverage(at[lo], at[hi], y, mask)

@@ -26,6 +26,17 @@ def _deepar(task: Task, **options) -> Model:
     return DeepAR(**options)
 
 
+def _statespace(task: Task, **options) -> Model:
+    from .statespace import StateSpace  # pyro loads only when asked for
+    # chosen on validation windows before the test cutoffs (benchmarks/results/statespace.md)
+    options.setdefault("likelihood", "negbin" if task.count_data else "normal")
+    options.setdefault("group", task.group)
+    if not task.count_data:  # a smooth level (tight prior on its noise scale) forecast walmart's validation window best
+        options.setdefault("level_prior", -4.5)
+        options.setdefault("level_prior_scale", 0.2)
+    return StateSpace(**options)
+
+
 #: name -> (factory(task, **options) -> Model, one-line description)
 MODELS: dict[str, tuple[Callable[..., Model], str]] = {
     "naive": (lambda task, **o: Naive(**o), "last value + bootstrapped one-step differences (random walk)"),
@@ -39,7 +50,38 @@ MODELS: dict[str, tuple[Callable[..., Model], str]] = {
                   "draws from the recent observed values (intermittent-demand baseline)"),
     "gluonts_deepar": (_gluonts_deepar, "GluonTS torch DeepAR (the peer) as fev-bench ran it through AutoGluon"),
     "deepar": (_deepar, "this package's DeepAR (negative binomial for count data, else Student-t)"),
+    "statespace": (_statespace, "Bayesian structural model in Pyro: level, seasonality, holidays, pooled by group"),
 }
+
+
+# -- statsforecast peers (pip install 'forecasting[stats]'): local models fitted per series, with
+# fev-bench's seasonality (task.mase_season), Gaussian paths from their intervals
+def _statsforecast(method: str, task: Task, **options) -> Model:
+    from .statsforecast_models import StatsForecastModel  # statsforecast loads only when asked for
+    options.setdefault("season_length", task.mase_season)
+    # the intermittent-demand methods forecast demand, which is never negative
+    options.setdefault("nonnegative", method in ("croston_optimized", "tsb", "adida"))
+    if method == "autoarima":  # AutoGluon's defaults, which fev-bench ran: CSS fits, 10x faster
+        options.setdefault("approximation", True)
+        options.setdefault("allowmean", True)
+    return StatsForecastModel(method, **options)
+
+
+MODELS.update({
+    "autoets": (lambda task, **o: _statsforecast("autoets", task, **o),
+                "statsforecast AutoETS (fev-bench's AutoETS), Gaussian paths from its intervals"),
+    "autoarima": (lambda task, **o: _statsforecast("autoarima", task, **o),
+                  "statsforecast AutoARIMA (fev-bench's AutoARIMA), Gaussian paths from its intervals"),
+    "autotheta": (lambda task, **o: _statsforecast("autotheta", task, **o),
+                  "statsforecast AutoTheta (fev-bench's AutoTheta), Gaussian paths from its intervals"),
+    "croston_optimized": (lambda task, **o: _statsforecast("croston_optimized", task, **o),
+                          "statsforecast CrostonOptimized (intermittent), conformal spread, clipped at 0"),
+    "tsb": (lambda task, **o: _statsforecast("tsb", task, **o),
+            "statsforecast TSB (intermittent, alpha_d = alpha_p = 0.2), conformal spread, clipped at 0"),
+    "adida": (lambda task, **o: _statsforecast("adida", task, **o),
+              "statsforecast ADIDA (intermittent), conformal spread, clipped at 0"),
+})
+# -- end of the statsforecast peers
 
 
 def list_models() -> list[str]:

@@ -1,0 +1,249 @@
+"""The benchmark report: a markdown leaderboard with published anchors, and its plots.
+
+``render(out_dir)`` reads a run folder (``run.json`` and the cell files), draws four PNGs per
+dataset into ``out_dir/plots/<dataset>/`` and writes a markdown page (by default
+``out_dir/leaderboard.md``; any path, with the plot links made relative to it). Per dataset: our
+models sorted by WQL (mean over windows; mean ± sd over seeds when there are several), fit and
+predict seconds per window, peak resident memory, then fev-bench's published rows where the
+protocol matches (:mod:`forecasting.bench.anchors`), then the plots. Failed cells, skipped
+datasets and model x dataset pairs a suite excluded are listed with their reasons.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..datasets import get_spec
+from ..evaluation.plots import NOMINAL_LEVELS, plot_all
+from ..forecast import atomic_write
+from .anchors import FEV_CITATION, anchors_for
+from .runner import read_cells, results_frame
+
+__all__ = ["OURS", "aggregate_diagnostics", "render", "summary_table"]
+
+#: this package's own models: picked first for the fan charts
+OURS = ("deepar", "statespace")
+#: peers shown in the fan charts when present
+PEERS = ("gluonts_deepar", "autoarima", "autoets")
+
+COLUMNS = [("wql", "WQL", 4), ("scaled_crps", "CRPS (scaled)", 4), ("mase", "MASE", 3), ("wape", "WAPE", 4),
+           ("coverage_80", "cov 80%", 3), ("fit_seconds", "fit s", 1), ("predict_seconds", "predict s", 2),
+           ("peak_rss_mb", "peak MB", 0)]
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset x model: metrics averaged over windows per seed, then mean (and sd) over seeds;
+    times are means per window; peak memory is the maximum. Failed cells are left out."""
+    ok = frame[frame["error"].isna()].copy()
+    if ok.empty:
+        return pd.DataFrame(columns=["dataset", "model", "windows", "seeds"] + [c for c, _, _ in COLUMNS])
+    metric_cols = [c for c, _, _ in COLUMNS if c not in ("peak_rss_mb",)]
+    per_seed = ok.groupby(["dataset", "model", "seed"], sort=False)[metric_cols].mean()
+    g = per_seed.groupby(["dataset", "model"], sort=False)
+    table = g.mean()
+    sd = g.std()
+    for c in ("wql", "scaled_crps", "mase"):
+        table[f"{c}_sd"] = sd[c]
+    gg = ok.groupby(["dataset", "model"], sort=False)
+    table["peak_rss_mb"] = gg["peak_rss_mb"].max()
+    table["windows"] = gg["window"].nunique()
+    table["seeds"] = gg["seed"].nunique()
+    return table.reset_index().sort_values(["dataset", "wql"], kind="stable")
+
+
+def aggregate_diagnostics(records: list[dict]) -> dict[str, dict[str, dict]]:
+    """dataset -> model -> diagnostics over all of its windows and seeds: PIT counts summed,
+    coverage weighted by observed points, CRPS by step averaged; fans from the cell that has them."""
+    acc: dict[str, dict[str, dict]] = {}
+    for r in records:
+        d = r.get("diagnostics")
+        if r.get("error") or not d:
+            continue
+        a = acc.setdefault(r["dataset"], {}).setdefault(r["model"], {
+            "pit_hist": [0] * len(d["pit_hist"]), "cov_sum": [0.0] * len(NOMINAL_LEVELS), "cov_w": 0.0,
+            "steps": [], "fan": []})
+        a["pit_hist"] = [x + y for x, y in zip(a["pit_hist"], d["pit_hist"])]
+        w = float(r.get("observed_points") or 0)
+        emp = d["coverage"]["empirical"]
+        if w > 0 and all(e is not None for e in emp):
+            a["cov_sum"] = [s + w * e for s, e in zip(a["cov_sum"], emp)]
+            a["cov_w"] += w
+        a["steps"].append(d["crps_by_step"])
+        if d.get("fan"):
+            a["fan"] = d["fan"]
+    out: dict[str, dict[str, dict]] = {}
+    for ds, models in acc.items():
+        for m, a in models.items():
+            steps = [[math.nan if v is None else v for v in s] for s in a["steps"]]
+            H = max(len(s) for s in steps)
+            mean_steps = []
+            for h in range(H):
+                vals = [s[h] for s in steps if h < len(s) and not math.isnan(s[h])]
+                mean_steps.append(sum(vals) / len(vals) if vals else None)
+            out.setdefault(ds, {})[m] = {
+                "pit_hist": a["pit_hist"],
+                "coverage": {"nominal": list(NOMINAL_LEVELS),
+                             "empirical": [s / a["cov_w"] for s in a["cov_sum"]] if a["cov_w"] else
+                             [None] * len(NOMINAL_LEVELS)},
+                "crps_by_step": mean_steps,
+                "fan": a["fan"],
+            }
+    return out
+
+
+def _fan_models(table: pd.DataFrame, available: list[str], count: int = 4) -> list[str]:
+    """Columns of the fan chart: our models, then the GluonTS/statsforecast peers, then the best by
+    WQL, up to ``count``."""
+    ranked = [m for m in table["model"] if m in available]
+    picks = [m for m in OURS if m in available] + [m for m in PEERS if m in available]
+    picks = picks[:count - 1] + ranked  # keep room for the best model
+    seen: list[str] = []
+    for m in ([ranked[0]] if ranked else []) + picks:
+        if m not in seen:
+            seen.append(m)
+    return seen[:count]
+
+
+def _fmt(v, nd: int) -> str:
+    if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))):
+        return ""
+    if abs(v) >= 1e6:
+        return f"{v:.3g}"
+    return f"{v:.{nd}f}"
+
+
+def _env_line(env: dict) -> str:
+    v = env.get("versions", {})
+    return (f"{env.get('cpu_model')} ({env.get('logical_cpus')} logical CPUs, {env.get('torch_threads')} torch "
+            f"threads, {env.get('memory_gb')} GB), GPU: {env.get('cuda') or 'none'}; "
+            + ", ".join(f"{k} {val}" for k, val in v.items()))
+
+
+def _rel(target: Path, page: Path) -> str:
+    return Path(os.path.relpath(target.resolve(), page.resolve().parent)).as_posix()
+
+
+def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
+           plots_href: str | None = None) -> Path:
+    """Write the report of the run in ``out_dir`` to ``report`` (default ``out_dir/leaderboard.md``)
+    and, with ``plots``, its PNGs to ``out_dir/plots/<dataset>/``. ``plots_href`` replaces the
+    relative link to ``out_dir/plots`` (e.g. for a documentation page that sees the plots
+    elsewhere). Returns the report's path."""
+    out = Path(out_dir)
+    run_file = out / "run.json"
+    if not run_file.exists():
+        raise FileNotFoundError(f"{out} holds no benchmark run (no run.json): run `forecasting run --out {out}` first")
+    run = json.loads(run_file.read_text())
+    page = Path(report) if report is not None else out / "leaderboard.md"
+    plan = run["plan"]
+    cells = [r for r in read_cells(out) if _planned(r, plan)]
+    frame = results_frame(cells)
+    table = summary_table(frame)
+    diags = aggregate_diagnostics(cells)
+    href = plots_href.rstrip("/") if plots_href else _rel(out / "plots", page)
+    env = run.get("environment", {})
+    seeds = plan["seeds"]
+    lines = ["# Leaderboard", "",
+             ("Written by the `forecasting` benchmark command from the run in "
+             f"`{_rel(out, page)}/` (cells, `results.json`, `results.csv`); never edited by hand."), "",
+             "Produced by:", "", f"    {run.get('command') or '(command not recorded)'}", "",
+             (f"Run started {run.get('started')}, finished {run.get('finished')}: "
+             f"{run.get('completed')} of {run.get('cells')} planned cells have results. "
+             f"Machine: {_env_line(env)}."), "",
+             f"Suites: {', '.join(s['name'] + (' (' + s['source'] + ')' if s.get('source') else '') for s in plan['suites'])}. "
+             f"{plan['num_samples']} sample paths per series; seeds {', '.join(map(str, seeds))}"
+             + (" (WQL, CRPS and MASE show mean ± sd over seeds)" if len(seeds) > 1 else "") + ".", "",
+             ("Metrics (fev-bench's definitions, our sample paths): **WQL** = mean over q = 0.1..0.9 of "
+             "2 Σ pinball / Σ|y|; **CRPS (scaled)** = Σ CRPS / Σ|y| from the samples; **MASE** and **WAPE** of the "
+             "sample median (MASE pooled, seasonality as fev); **cov 80%** = share of truth inside the central 80% "
+             "interval. Metrics are means over the task's rolling windows; fit and predict seconds are per window; "
+             "peak MB is the process's peak resident memory during fit and predict (statsforecast models fit and "
+             "forecast in one call, counted as fit). Lower is better except coverage (nominal 0.8). "
+             "**Bold**: this package's models."), ""]
+    skipped = run.get("skipped") or []
+    for ds_entry in plan["datasets"]:
+        ds = ds_entry["name"]
+        part = table[table["dataset"] == ds]
+        skip = [s for s in skipped if s["dataset"] == ds]
+        lines += [f"## {ds}", ""]
+        if skip:
+            lines += [f"Not run: {skip[0]['reason']}", ""]
+        if len(part):
+            heads = ["model"] + [h for _, h, _ in COLUMNS] + ["windows", "seeds"]
+            lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+            for _, r in part.iterrows():
+                row = [f"**{r['model']}**" if r["model"] in OURS else str(r["model"])]
+                for c, _, nd in COLUMNS:
+                    txt = _fmt(r[c], nd)
+                    if len(seeds) > 1 and f"{c}_sd" in part and not pd.isna(r.get(f"{c}_sd")):
+                        txt += f" ± {_fmt(r[f'{c}_sd'], nd)}"
+                    row.append(txt)
+                row += [str(int(r["windows"])), str(int(r["seeds"]))]
+                lines.append("| " + " | ".join(row) + " |")
+            lines.append("")
+        anchors = anchors_for(ds)
+        if anchors:
+            lines += [f"Published on the same protocol (fev-bench, task `{anchors[0].task}`; {FEV_CITATION}):", "",
+                      "| published model | WQL | MASE | WAPE | our counterpart | source |", "|---|---|---|---|---|---|"]
+            for a in anchors:
+                wql = _fmt(a.wql, 4) + (f" ({a.note})" if a.note else "")
+                lines.append(f"| {a.model} | {wql} | {_fmt(a.mase, 4)} | {_fmt(a.wape, 4)} | {a.ours or ''} | "
+                             f"[{a.source.rsplit('/', 1)[-1]}]({a.source}) |")
+            lines.append("")
+        elif ds == "m5_last56":
+            lines += [("No published anchor: fev-bench's `m5_1D` forecasts the same 28 days from the full "
+                      "history; here the models see only 28 days, so the numbers are not comparable."), ""]
+        opts = [f"{m['name']} " + ", ".join(f"{k}={v}" for k, v in m["options"].items())
+                for m in plan["models"].get(ds, []) if m["options"]]
+        if opts:
+            lines += ["Model options: " + "; ".join(opts) + " (time_limit: training seconds per window).", ""]
+        excl = [e for e in plan.get("excluded", []) if e["dataset"] == ds]
+        if excl:
+            lines += ["Not run here by the suite's choice: "
+                      + "; ".join(f"{e['model']} ({e['why']})" for e in excl) + ".", ""]
+        if not plots and ds in diags and (out / "plots" / ds / "fan.png").exists():
+            lines += _plot_links(href, ds)
+        if plots and ds in diags:
+            avail = [m for m in table[table["dataset"] == ds]["model"] if m in diags[ds]]
+            try:
+                plot_all({m: diags[ds][m] for m in avail}, out / "plots" / ds, ds,
+                         fan_models=_fan_models(part, avail))
+                lines += _plot_links(href, ds)
+            except ValueError as err:
+                lines += [f"(no plots: {err})", ""]
+    failed = frame[frame["error"].notna()]
+    if len(failed):
+        lines += ["## Failed cells", "", "| dataset | model | window | seed | error |", "|---|---|---|---|---|"]
+        for _, r in failed.iterrows():
+            err = str(r["error"])[:300].replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {r['dataset']} | {r['model']} | {r['window']} | {r['seed']} | {err} |")
+        lines.append("")
+    missing = int(run.get("cells") or 0) - len(cells)
+    if missing > 0:
+        lines += ["## Missing cells", "", (f"{missing} planned cells have no result yet (the run was stopped or "
+                  "their dataset was skipped); rerun the command above to finish them (finished cells are kept)."), ""]
+    text = "\n".join(lines)
+    atomic_write(page, lambda tmp: Path(tmp).write_text(text))
+    return page
+
+
+def _plot_links(href: str, ds: str) -> list[str]:
+    return [f"![fan charts]({href}/{ds}/fan.png)", "",
+            (f"![PIT histograms]({href}/{ds}/pit.png) ![coverage]({href}/{ds}/coverage.png) "
+             f"![CRPS by step]({href}/{ds}/crps_by_step.png)"), ""]
+
+
+def _planned(record: dict, plan: dict) -> bool:
+    """Whether a cell file belongs to the plan (a folder can hold cells of earlier, wider runs)."""
+    ds = record.get("dataset")
+    models = plan["models"].get(ds, [])
+    if not any(m["name"] == record.get("model") for m in models) or record.get("seed") not in plan["seeds"]:
+        return False
+    entry = next(d for d in plan["datasets"] if d["name"] == ds)
+    total = get_spec(ds).task.num_windows
+    n = entry.get("windows") or total
+    return total - n <= int(record.get("window", -10**9)) < total

@@ -1,0 +1,281 @@
+"""Run suites cell by cell, resumably: one JSON file per dataset x model x window x seed.
+
+    out/
+      cells/<dataset>/<model>/window<w>_seed<s>.json   metrics, times, memory, error, diagnostics
+      run.json                                          command, suites, plan, skips, environment
+      results.json, results.csv                         every planned cell (diagnostics left out)
+      plots/<dataset>/{fan,pit,coverage,crps_by_step}.png   (written by the report)
+      forecasts/<dataset>/<model>_window<w>_seed<s>.parquet (with write_forecasts)
+
+A rerun skips every cell whose file exists and was made with the same settings (sample paths and
+model options); ``retry_failed`` reruns cells that recorded an error. A model failing on a cell is
+recorded with its error and traceback and the run goes on. Window ``w`` is numbered as in the
+dataset's task (0 = its oldest window), so ``--windows 1`` and a full run share the last window.
+"""
+from __future__ import annotations
+
+import gc
+import inspect
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..datasets import DatasetError, get_spec, list_datasets, load
+from ..evaluation.backtest import CellResult, PeakMemory, environment, evaluate
+from ..evaluation.plots import diagnostics, fan_series
+from ..forecast import atomic_write
+from ..models.registry import MODELS, make_model
+from .suites import DatasetEntry, ModelEntry, Suite, SuiteError
+
+__all__ = ["Plan", "PlannedCell", "accepted_options", "cell_path", "plan_suites", "read_cells", "run_plan"]
+
+#: options the runner passes to models that take them (checked against the constructor's signature)
+RUNNER_OPTIONS = ("time_limit", "device", "seed", "progress")
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    dataset: str
+    model: str
+    window: int  # the task's window number (0 = oldest); counted from the end when fewer are run
+    seed: int
+
+
+@dataclass
+class Plan:
+    """What a run will do: datasets (in order), models per dataset with options, paths and seeds."""
+
+    datasets: list[DatasetEntry]
+    models: dict[str, list[ModelEntry]]  # dataset -> its models
+    num_samples: int
+    seeds: list[int]
+    excluded: list[dict] = field(default_factory=list)  # {dataset, model, why} a suite ruled out
+    suites: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"datasets": [vars(d) for d in self.datasets],
+                "models": {ds: [{"name": m.name, "options": m.options} for m in ms] for ds, ms in self.models.items()},
+                "num_samples": self.num_samples, "seeds": self.seeds, "excluded": self.excluded,
+                "suites": self.suites}
+
+
+def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: Iterable[int] | None = None,
+                windows: int | None = None, extra_options: dict | None = None) -> Plan:
+    """Merge suites into one plan (a dataset x model pair in two suites runs once: the first wins),
+    checking every dataset and model name first so a typo fails before anything runs.
+
+    ``num_samples``, ``seeds`` and ``windows`` override the suites'; ``extra_options`` (e.g.
+    ``time_limit`` from the command line) fill in model options a suite did not set."""
+    suites = list(suites)
+    known_ds, known_models = set(list_datasets()), set(MODELS)
+    datasets: list[DatasetEntry] = []
+    models: dict[str, list[ModelEntry]] = {}
+    excluded: list[dict] = []
+    for s in suites:
+        where = f"suite {s.name!r}" + (f" ({s.source})" if s.source else "")
+        bad = [d.name for d in s.datasets if d.name not in known_ds]
+        if bad:
+            raise SuiteError(f"{where}: unknown dataset(s) {bad}; known datasets: {', '.join(sorted(known_ds))}")
+        bad = [m.name for m in s.models if m.name not in known_models]
+        if bad:
+            raise SuiteError(f"{where}: unknown model(s) {bad}; known models: {', '.join(MODELS)}")
+        for d in s.datasets:
+            entry = DatasetEntry(d.name, windows if windows is not None else d.windows, d.optional)
+            if d.name not in models:
+                datasets.append(entry)
+                models[d.name] = []
+            have = {m.name for m in models[d.name]}
+            for m in s.models:
+                if not m.runs_on(d.name):
+                    excluded.append({"dataset": d.name, "model": m.name, "why": m.why or "excluded by the suite"})
+                elif m.name not in have:
+                    extra = _accepted_or_none(m.name, get_spec(d.name).task, extra_options or {})
+                    models[d.name].append(ModelEntry(m.name, {**extra, **m.options_for(d.name)}))
+    ns = num_samples if num_samples is not None else suites[0].num_samples
+    sd = list(seeds) if seeds else list(suites[0].seeds)
+    if ns < 1:
+        raise SuiteError(f"num_samples must be >= 1, got {ns}")
+    return Plan(datasets, models, ns, sd, excluded,
+                [{"name": s.name, "source": s.source, "description": s.description} for s in suites])
+
+
+def accepted_options(name: str, task, options: dict) -> dict:
+    """The subset of :data:`RUNNER_OPTIONS` in ``options`` that model ``name``'s constructor names
+    (baselines take none of them; DeepAR and the GluonTS peer take all)."""
+    probe = make_model(name, task)
+    params = inspect.signature(type(probe).__init__).parameters
+    named = {p for p, v in params.items() if v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
+    return {k: v for k, v in options.items() if k in named}
+
+
+def _accepted_or_none(name: str, task, options: dict) -> dict:
+    try:
+        return accepted_options(name, task, options)
+    except Exception:  # noqa: BLE001 - a model that cannot even be built fails in its cells, with its error
+        return {}
+
+
+def cell_path(out: Path, c: PlannedCell) -> Path:
+    return Path(out) / "cells" / c.dataset / c.model / f"window{c.window}_seed{c.seed}.json"
+
+
+def _settings(num_samples: int, options: dict) -> dict:
+    return json.loads(json.dumps({"num_samples": num_samples, "options": options}, default=str))
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent or half-written by a killed run (writes are atomic, so: absent)
+
+
+def read_cells(out: Path, cells: Iterable[PlannedCell] | None = None) -> list[dict]:
+    """Every cell record under ``out/cells`` (or only ``cells``), in plan order where given."""
+    out = Path(out)
+    paths = [cell_path(out, c) for c in cells] if cells is not None else sorted((out / "cells").glob("*/*/*.json"))
+    return [r for r in (_read(p) for p in paths) if r is not None]
+
+
+def _write_json(path: Path, payload) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1, default=str)))
+
+
+def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, progress: bool = True,
+             write_forecasts: bool = False, retry_failed: bool = False, command: str | None = None,
+             log: Callable[[str], None] = print) -> dict:
+    """Run every planned cell not already finished; returns the run record (also ``run.json``).
+
+    Datasets load one at a time (an optional one whose files are absent is skipped with its
+    reason). Every cell writes its file as soon as it ends, so an interrupted run resumes where
+    it stopped."""
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    specs = {d.name: get_spec(d.name) for d in plan.datasets}
+    windows_of = {d.name: d.windows or specs[d.name].task.num_windows for d in plan.datasets}
+    cells = [PlannedCell(d.name, m.name, specs[d.name].task.num_windows - windows_of[d.name] + w, s)
+             for d in plan.datasets for m in plan.models[d.name] for w in range(windows_of[d.name]) for s in plan.seeds]
+    options_of = {(d.name, m.name): m.options for d in plan.datasets for m in plan.models[d.name]}
+
+    def finished(c: PlannedCell) -> bool:
+        rec = _read(cell_path(out, c))
+        if rec is None or rec.get("settings") != _settings(plan.num_samples, options_of[c.dataset, c.model]):
+            return False
+        return not (retry_failed and rec.get("error"))
+
+    todo = [c for c in cells if not finished(c)]
+    log(f"{len(cells)} cells planned ({len(plan.datasets)} datasets); {len(cells) - len(todo)} already finished "
+        f"in {out}, {len(todo)} to run")
+    record = {"command": command, "started": started, "plan": plan.to_json(), "skipped": [], "cells": len(cells),
+              "environment": environment()}
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), disable=not progress, unit="cell", dynamic_ncols=True)
+    by_dataset: dict[str, list[PlannedCell]] = {}
+    for c in todo:
+        by_dataset.setdefault(c.dataset, []).append(c)
+    for entry in plan.datasets:
+        pending = by_dataset.get(entry.name, [])
+        if not pending:
+            continue
+        bar.set_description(f"{entry.name}: loading")
+        try:
+            ds = load(entry.name, data_dir)
+        except DatasetError as err:
+            reason = str(err)
+            record["skipped"].append({"dataset": entry.name, "optional": entry.optional, "reason": reason})
+            log(f"{'skipped' if entry.optional else 'FAILED'} dataset {entry.name}: {reason}")
+            bar.update(len(pending))
+            continue
+        n = windows_of[entry.name]
+        first = ds.task.num_windows - n
+        try:
+            windows = {first + w.index: w for w in ds.windows(n)}
+        except Exception as err:  # noqa: BLE001 - e.g. too many windows for the series' length
+            record["skipped"].append({"dataset": entry.name, "optional": entry.optional,
+                                      "reason": f"{type(err).__name__}: {err}"})
+            log(f"FAILED dataset {entry.name}: cannot cut {n} windows: {err}")
+            bar.update(len(pending))
+            continue
+        last = max(windows)
+        fan_rows = fan_series(windows[last])
+        for c in pending:
+            bar.set_description(f"{c.dataset} / {c.model} / window {c.window} / seed {c.seed}")
+            rec = _run_cell(ds, windows[c.window], c, plan.num_samples, options_of[c.dataset, c.model], device,
+                            fan_rows if (c.window == last and c.seed == plan.seeds[0]) else [],
+                            out if write_forecasts else None)
+            _write_json(cell_path(out, c), rec)
+            if rec["error"]:
+                log(f"cell {c.dataset} / {c.model} / window {c.window} / seed {c.seed} failed: {rec['error']}")
+            bar.update(1)
+        del ds, windows
+        gc.collect()
+    bar.close()
+    record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    records = read_cells(out, cells)
+    record["completed"] = len(records)
+    _write_json(out / "run.json", record)
+    write_results(out, records, record)
+    return record
+
+
+def _run_cell(ds, window, c: PlannedCell, num_samples: int, options: dict, device: str | None, fan_rows,
+              forecasts_dir: Path | None) -> dict:
+    """Fit, predict, score one cell; never raises (errors are recorded)."""
+    result = CellResult(c.dataset, c.model, c.window, c.seed, window.train.num_series, num_samples, window.horizon)
+    rec = {"settings": _settings(num_samples, options)}
+    try:
+        runner_opts = {"seed": c.seed, "progress": False, **({"device": device} if device else {})}
+        wanted = {**runner_opts, **options}
+        passed = accepted_options(c.model, ds.task, {k: v for k, v in wanted.items() if k in RUNNER_OPTIONS})
+        model_opts = {k: v for k, v in options.items() if k not in RUNNER_OPTIONS}
+        model = make_model(c.model, ds.task, **model_opts, **passed)
+        torch.manual_seed(c.seed)
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            model.fit(window.train, window.horizon)
+            t1 = time.perf_counter()
+            fc = model.predict(window.train, num_samples=num_samples, seed=c.seed)
+            t2 = time.perf_counter()
+        result.fit_seconds, result.predict_seconds, result.peak_rss_mb = t1 - t0, t2 - t1, mem.peak_mb
+        result.metrics = evaluate(fc, window, ds.task)
+        rec["diagnostics"] = diagnostics(fc, window, fan_rows=fan_rows, seed=c.seed)
+        if forecasts_dir is not None:
+            fc.to_parquet(forecasts_dir / "forecasts" / c.dataset / f"{c.model}_window{c.window}_seed{c.seed}.parquet")
+        for attr in ("stopped_by_", "epochs_"):  # how a trained model stopped, where it says
+            if hasattr(model, attr):
+                rec[attr.rstrip("_")] = getattr(model, attr)
+    except Exception as err:  # noqa: BLE001 - one failing model must not stop a benchmark
+        result.error = f"{type(err).__name__}: {err}"
+        rec["traceback"] = traceback.format_exc(limit=8)
+    rec.update(result.flat())
+    rec["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return json.loads(json.dumps(rec, default=str))
+
+
+RESULT_COLUMNS = ["dataset", "model", "window", "seed", "num_series", "num_samples", "horizon", "wql", "crps",
+                  "scaled_crps", "mase", "wape", "coverage_50", "coverage_80", "coverage_95", "interval_score_80",
+                  "observed_points", "fit_seconds", "predict_seconds", "peak_rss_mb", "error"]
+
+
+def results_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per cell with the metrics, times, memory and error (no diagnostics)."""
+    rows = [{k: r.get(k) for k in RESULT_COLUMNS} for r in records]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def write_results(out: Path, records: list[dict], record: dict) -> None:
+    """``results.json`` (environment, command, every cell without diagnostics) and ``results.csv``."""
+    frame = results_frame(records)
+    payload = {"environment": record.get("environment"), "command": record.get("command"),
+               "plan": record.get("plan"), "skipped": record.get("skipped"),
+               "results": [{k: v for k, v in r.items() if k != "diagnostics"} for r in records]}
+    _write_json(Path(out) / "results.json", payload)
+    atomic_write(Path(out) / "results.csv", lambda tmp: frame.to_csv(tmp, index=False))

@@ -1,0 +1,165 @@
+"""Benchmark suites: which datasets, which models (with their options), how many paths and seeds.
+
+A suite is a TOML file (``benchmarks/suites/retail.toml``)::
+
+    name = "retail"
+    description = "..."
+    num_samples = 100          # sample paths per series
+    seeds = [0]                # repeat every cell per seed; the report shows mean ± sd
+
+    [[dataset]]
+    name = "walmart"
+    windows = 1                # optional: the last N windows (default: the task's)
+
+    [[dataset]]
+    name = "m5"
+    optional = true            # skipped, with a note in the report, when its files are absent
+
+    [[model]]
+    name = "gluonts_deepar"
+    time_limit = 300           # any other key is a model option (time_limit, max_epochs, ...)
+    skip = ["m5_last56"]       # datasets this model does not run on (or only = [...]) ...
+    why = "..."                # ... and why (shown in the report)
+    [model.per_dataset]        # options for one dataset only
+    metro_traffic = { time_limit = 30 }
+
+The same :class:`Suite` is built from command-line flags for an ad hoc run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+__all__ = ["SUITE_DIRS", "DatasetEntry", "ModelEntry", "Suite", "SuiteError", "load_suite", "suite_paths"]
+
+
+class SuiteError(ValueError):
+    """A suite file or an ad hoc suite is invalid: the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    windows: int | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    options: dict = field(default_factory=dict)
+    skip: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
+    why: str = ""
+    per_dataset: dict = field(default_factory=dict)  # dataset -> options that override ``options`` there
+
+    def options_for(self, dataset: str) -> dict:
+        return {**self.options, **self.per_dataset.get(dataset, {})}
+
+    def runs_on(self, dataset: str) -> bool:
+        return dataset not in self.skip and (not self.only or dataset in self.only)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    datasets: tuple[DatasetEntry, ...]
+    models: tuple[ModelEntry, ...]
+    num_samples: int = 100
+    seeds: tuple[int, ...] = (0,)
+    description: str = ""
+    source: str | None = None  # the TOML file, if any
+
+    def __post_init__(self):
+        where = f"suite {self.name!r}" + (f" ({self.source})" if self.source else "")
+        if not self.datasets:
+            raise SuiteError(f"{where}: no datasets")
+        if not self.models:
+            raise SuiteError(f"{where}: no models")
+        if self.num_samples < 1:
+            raise SuiteError(f"{where}: num_samples must be >= 1, got {self.num_samples}")
+        if not self.seeds:
+            raise SuiteError(f"{where}: seeds must not be empty")
+        for d in self.datasets:
+            if d.windows is not None and d.windows < 1:
+                raise SuiteError(f"{where}: dataset {d.name!r}: windows must be >= 1, got {d.windows}")
+        for kind, names in (("dataset", [d.name for d in self.datasets]), ("model", [m.name for m in self.models])):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise SuiteError(f"{where}: {kind}(s) listed twice: {', '.join(dup)}")
+
+
+#: where ``--suite NAME`` looks for ``NAME.toml``: the working directory's benchmarks/suites, then
+#: the checkout this package was installed from (editable installs)
+SUITE_DIRS = (Path("benchmarks") / "suites", Path(__file__).resolve().parents[2] / "benchmarks" / "suites")
+
+
+def suite_paths() -> dict[str, Path]:
+    """Suites found by name: ``{name: path}``."""
+    found: dict[str, Path] = {}
+    for folder in SUITE_DIRS:
+        if folder.is_dir():
+            for p in sorted(folder.glob("*.toml")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def _seq(value, what: str, where: str) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise SuiteError(f"{where}: {what} must be a list, got {value!r}")
+    return tuple(value)
+
+
+def load_suite(name_or_path: str | os.PathLike) -> Suite:
+    """A suite from a TOML file path, or by name from :data:`SUITE_DIRS`."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        known = suite_paths()
+        if str(name_or_path) not in known:
+            raise SuiteError(f"unknown suite {str(name_or_path)!r}; known suites: {', '.join(known) or 'none'} "
+                             f"(looked in {', '.join(str(d) for d in SUITE_DIRS)}); or give a path to a .toml file")
+        path = known[str(name_or_path)]
+    if not path.is_file():
+        raise SuiteError(f"suite file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise SuiteError(f"suite file {path} is not valid TOML: {err}") from err
+    where = f"suite file {path}"
+    allowed = {"name", "description", "num_samples", "seeds", "dataset", "model"}
+    extra = set(raw) - allowed
+    if extra:
+        raise SuiteError(f"{where}: unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+    datasets = []
+    for i, d in enumerate(raw.get("dataset", [])):
+        if "name" not in d:
+            raise SuiteError(f"{where}: [[dataset]] number {i + 1} has no name")
+        unknown = set(d) - {"name", "windows", "optional"}
+        if unknown:
+            raise SuiteError(f"{where}: dataset {d['name']!r}: unknown key(s) {sorted(unknown)}; "
+                             "allowed: name, windows, optional")
+        datasets.append(DatasetEntry(d["name"], d.get("windows"), bool(d.get("optional", False))))
+    models = []
+    for i, m in enumerate(raw.get("model", [])):
+        if "name" not in m:
+            raise SuiteError(f"{where}: [[model]] number {i + 1} has no name")
+        opts = {k: v for k, v in m.items() if k not in ("name", "skip", "only", "why", "per_dataset")}
+        per = m.get("per_dataset", {})
+        if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
+            raise SuiteError(f"{where}: model {m['name']!r}: per_dataset must map dataset names to option tables")
+        models.append(ModelEntry(m["name"], opts, _seq(m.get("skip"), "skip", where), _seq(m.get("only"), "only", where),
+                                 str(m.get("why", "")), per))
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise SuiteError(f"{where}: seeds must be a list of integers, got {seeds!r}")
+    return Suite(name=str(raw.get("name", path.stem)), datasets=tuple(datasets), models=tuple(models),
+                 num_samples=int(raw.get("num_samples", 100)), seeds=tuple(seeds),
+                 description=str(raw.get("description", "")), source=str(path))

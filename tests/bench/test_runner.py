@@ -1,0 +1,58 @@
+"""The resumable runner, in process: cells, settings, skipped datasets."""
+import json
+
+from forecasting.bench.report import render, summary_table
+from forecasting.bench.runner import plan_suites, read_cells, results_frame, run_plan
+from forecasting.bench.suites import DatasetEntry, ModelEntry, Suite
+
+
+def _plan(num_samples=10, optional_missing=False):
+    datasets = [DatasetEntry("traffic_weekly_sample")]
+    if optional_missing:
+        datasets.append(DatasetEntry("m5", optional=True))
+    s = Suite("t", tuple(datasets), (ModelEntry("naive"), ModelEntry("empirical")), num_samples, (0,))
+    return plan_suites([s])
+
+
+def test_cells_are_reused_only_with_the_same_settings(tmp_path):
+    quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
+    rec = run_plan(_plan(), tmp_path, **quiet)
+    assert rec["cells"] == rec["completed"] == 2
+    cell = json.loads((tmp_path / "cells/traffic_weekly_sample/naive/window0_seed0.json").read_text())
+    assert cell["settings"] == {"num_samples": 10, "options": {}} and cell["num_samples"] == 10
+    assert len(cell["diagnostics"]["crps_by_step"]) == 8 and len(cell["diagnostics"]["fan"]) == 3
+    stamp = cell["finished_at"]
+    messages = []
+    run_plan(_plan(), tmp_path, progress=False, write_forecasts=False, log=messages.append)
+    assert "2 already finished" in messages[0]
+    assert json.loads((tmp_path / "cells/traffic_weekly_sample/naive/window0_seed0.json").read_text())[
+        "finished_at"] == stamp
+    messages.clear()
+    run_plan(_plan(num_samples=12), tmp_path, progress=False, write_forecasts=False, log=messages.append)
+    assert "0 already finished" in messages[0] and "2 to run" in messages[0]
+    assert [c["num_samples"] for c in read_cells(tmp_path)] == [12, 12]
+
+
+def test_an_optional_dataset_without_files_is_skipped_with_its_reason(tmp_path):
+    rec = run_plan(_plan(optional_missing=True), tmp_path, data_dir=tmp_path / "no_data", progress=False,
+                   write_forecasts=False, log=lambda msg: None)
+    assert [s["dataset"] for s in rec["skipped"]] == ["m5"] and "m5" in rec["skipped"][0]["reason"]
+    assert rec["completed"] == 2 and rec["cells"] == 4
+    page = render(tmp_path, plots=False).read_text()
+    assert "## m5" in page and f"Not run: {rec['skipped'][0]['reason']}" in page
+    assert "## Missing cells" in page and "2 planned cells have no result yet" in page
+
+
+def test_summary_is_mean_over_windows_then_mean_and_sd_over_seeds():
+    rows = []
+    for seed, wqls in ((0, (0.1, 0.3)), (1, (0.3, 0.5))):
+        for w, v in enumerate(wqls):
+            rows.append({"dataset": "d", "model": "m", "window": w, "seed": seed, "wql": v, "scaled_crps": v,
+                         "mase": 1.0, "wape": v, "coverage_80": 0.8, "fit_seconds": 1.0, "predict_seconds": 2.0,
+                         "peak_rss_mb": 100.0 + seed, "error": None})
+    rows.append({"dataset": "d", "model": "bad", "window": 0, "seed": 0, "error": "RuntimeError: x"})
+    t = summary_table(results_frame(rows))
+    assert list(t["model"]) == ["m"]
+    r = t.iloc[0]
+    assert abs(r["wql"] - 0.3) < 1e-12 and abs(r["wql_sd"] - 0.1414213562) < 1e-9
+    assert r["windows"] == 2 and r["seeds"] == 2 and r["peak_rss_mb"] == 101.0
