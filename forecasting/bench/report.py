@@ -151,8 +151,8 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
              ("Written by the `forecasting` benchmark command from the run in "
              f"`{_rel(out, page)}/` (cells, `results.json`, `results.csv`); never edited by hand."), "",
              "Produced by:", "", f"    {run.get('command') or '(command not recorded)'}", "",
-             (f"Run started {run.get('started')}, finished {run.get('finished')}: "
-             f"{run.get('completed')} of {run.get('cells')} planned cells have results. "
+             (f"{run.get('completed')} of {run.get('cells')} planned cells have results, computed between "
+             f"{_span(cells)} (a run resumes: the last invocation ran {run.get('started')} to {run.get('finished')}). "
              f"Machine: {_env_line(env)}."), "",
              f"Suites: {', '.join(s['name'] + (' (' + s['source'] + ')' if s.get('source') else '') for s in plan['suites'])}. "
              f"{plan['num_samples']} sample paths per series; seeds {', '.join(map(str, seeds))}"
@@ -162,7 +162,8 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
              "sample median (MASE pooled, seasonality as fev); **cov 80%** = share of truth inside the central 80% "
              "interval. Metrics are means over the task's rolling windows; fit and predict seconds are per window; "
              "peak MB is the process's peak resident memory during fit and predict (statsforecast models fit and "
-             "forecast in one call, counted as fit). Lower is better except coverage (nominal 0.8). "
+             "forecast in one call, counted as fit); seconds are wall-clock on the machine named above, other "
+             "processes included. Lower is better except coverage (nominal 0.8). "
              "**Bold**: this package's models."), ""]
     skipped = run.get("skipped") or []
     for ds_entry in plan["datasets"]:
@@ -222,13 +223,30 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
             err = str(r["error"])[:300].replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {r['dataset']} | {r['model']} | {r['window']} | {r['seed']} | {err} |")
         lines.append("")
-    missing = int(run.get("cells") or 0) - len(cells)
-    if missing > 0:
-        lines += ["## Missing cells", "", (f"{missing} planned cells have no result yet (the run was stopped or "
-                  "their dataset was skipped); rerun the command above to finish them (finished cells are kept)."), ""]
+    have = frame.groupby("dataset").size().to_dict() if len(frame) else {}
+    skipped_names = {s["dataset"] for s in skipped}
+    missing, not_run = [], []
+    for d in plan["datasets"]:
+        total = get_spec(d["name"]).task.num_windows
+        planned = len(plan["models"].get(d["name"], [])) * (d.get("windows") or total) * len(seeds)
+        gap = planned - have.get(d["name"], 0)
+        if gap > 0:
+            (not_run if d["name"] in skipped_names else missing).append(f"{d['name']} {gap}")
+    if missing or not_run:
+        lines += ["## Missing cells", ""]
+        if missing:
+            lines += [(f"Planned cells without a result yet: {', '.join(missing)}. Rerun the command above to finish "
+                      "them (finished cells are kept)."), ""]
+        if not_run:
+            lines += [f"Cells of datasets that could not be loaded (see their sections): {', '.join(not_run)}.", ""]
     text = "\n".join(lines)
     atomic_write(page, lambda tmp: Path(tmp).write_text(text))
     return page
+
+
+def _span(cells: list[dict]) -> str:
+    stamps = sorted(c["finished_at"] for c in cells if c.get("finished_at"))
+    return f"{stamps[0]} and {stamps[-1]}" if stamps else "(no cells)"
 
 
 def _plot_links(href: str, ds: str) -> list[str]:

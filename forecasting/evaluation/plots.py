@@ -152,6 +152,12 @@ def _save(fig, path) -> Path:
         plt.close(fig)
 
 
+def _style(i: int) -> dict:
+    """Distinct colour and dash per line, for up to 40 models on one axes."""
+    plt = _pyplot()
+    return {"color": plt.get_cmap("tab20")(i % 20), "ls": "-" if i < 20 else "--"}
+
+
 def _nan(values) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
@@ -224,10 +230,10 @@ def plot_coverage(diags: Mapping[str, dict], path, title: str = "") -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls="--", label="nominal")
-    for m, d in diags.items():
+    for i, (m, d) in enumerate(diags.items()):
         cov = d.get("coverage")
         if cov:
-            ax.plot(cov["nominal"], _nan(cov["empirical"]), marker="o", ms=2.5, lw=1, label=m)
+            ax.plot(cov["nominal"], _nan(cov["empirical"]), marker="o", ms=2.5, lw=1, label=m, **_style(i))
     ax.set_xlabel("nominal coverage of the central interval")
     ax.set_ylabel("share of truth inside")
     ax.set_xlim(0, 1)
@@ -241,10 +247,10 @@ def plot_crps_by_step(diags: Mapping[str, dict], path, title: str = "") -> Path:
     """Scaled CRPS (sum CRPS / sum |y|) at each horizon step, one line per model."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    for m, d in diags.items():
+    for i, (m, d) in enumerate(diags.items()):
         v = d.get("crps_by_step")
         if v:
-            ax.plot(np.arange(1, len(v) + 1), _nan(v), marker="o", ms=2, lw=1, label=m)
+            ax.plot(np.arange(1, len(v) + 1), _nan(v), marker="o", ms=2, lw=1, label=m, **_style(i))
     ax.set_xlabel("horizon step")
     ax.set_ylabel("CRPS (scaled)")
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))

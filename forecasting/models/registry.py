@@ -57,11 +57,14 @@ MODELS: dict[str, tuple[Callable[..., Model], str]] = {
 # -- statsforecast peers (pip install 'forecasting[stats]'): local models fitted per series, with
 # fev-bench's seasonality (task.mase_season), Gaussian paths from their intervals
 def _statsforecast(method: str, task: Task, **options) -> Model:
-    from .statsforecast_models import StatsForecastModel  # statsforecast loads only when asked for
+    # statsforecast loads only when asked for
+    from .statsforecast_models import StatsForecastModel
     options.setdefault("season_length", task.mase_season)
     # the intermittent-demand methods forecast demand, which is never negative
     options.setdefault("nonnegative", method in ("croston_optimized", "tsb", "adida"))
-    if method == "autoarima":  # AutoGluon's defaults, which fev-bench ran: CSS fits, 10x faster
+    # two of AutoGluon's AutoARIMA defaults (fev-bench ran AutoGluon); statsforecast's own defaults
+    # otherwise, e.g. allowdrift=True and, for AutoETS, damped trends tried (AutoGluon: both off)
+    if method == "autoarima":
         options.setdefault("approximation", True)
         options.setdefault("allowmean", True)
     return StatsForecastModel(method, **options)
@@ -69,11 +72,11 @@ def _statsforecast(method: str, task: Task, **options) -> Model:
 
 MODELS.update({
     "autoets": (lambda task, **o: _statsforecast("autoets", task, **o),
-                "statsforecast AutoETS (fev-bench's AutoETS), Gaussian paths from its intervals"),
+                "statsforecast AutoETS (a fev-bench baseline), Gaussian paths from its intervals"),
     "autoarima": (lambda task, **o: _statsforecast("autoarima", task, **o),
-                  "statsforecast AutoARIMA (fev-bench's AutoARIMA), Gaussian paths from its intervals"),
+                  "statsforecast AutoARIMA (a fev-bench baseline), Gaussian paths from its intervals"),
     "autotheta": (lambda task, **o: _statsforecast("autotheta", task, **o),
-                  "statsforecast AutoTheta (fev-bench's AutoTheta), Gaussian paths from its intervals"),
+                  "statsforecast AutoTheta (a fev-bench baseline), Gaussian paths from its intervals"),
     "croston_optimized": (lambda task, **o: _statsforecast("croston_optimized", task, **o),
                           "statsforecast CrostonOptimized (intermittent), conformal spread, clipped at 0"),
     "tsb": (lambda task, **o: _statsforecast("tsb", task, **o),

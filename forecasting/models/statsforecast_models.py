@@ -15,7 +15,10 @@ Input preparation, as AutoGluon does for these models (so fev-bench's numbers ar
 - ``season_length`` is the seasonality of the *task* (fev-bench's: 1 weekly, 12 monthly, 7 daily,
   24 hourly) unless given;
 - a series on which the model fails (too short, degenerate) gets statsforecast's fallback, a
-  :class:`statsforecast.models.Naive`.
+  :class:`statsforecast.models.Naive`;
+- the statsforecast model's own defaults otherwise (the registry adds AutoGluon's
+  ``approximation=True, allowmean=True`` for AutoARIMA; AutoGluon also turns off drift and
+  damped trends, which statsforecast tries by default).
 
 Sample paths: statsforecast returns a point forecast and a central interval per step. For AutoETS,
 AutoARIMA and AutoTheta the interval is Gaussian, so the sd is (hi80 - lo80) / (2 z_0.9) and the

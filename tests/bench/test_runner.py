@@ -40,7 +40,8 @@ def test_an_optional_dataset_without_files_is_skipped_with_its_reason(tmp_path):
     assert rec["completed"] == 2 and rec["cells"] == 4
     page = render(tmp_path, plots=False).read_text()
     assert "## m5" in page and f"Not run: {rec['skipped'][0]['reason']}" in page
-    assert "## Missing cells" in page and "2 planned cells have no result yet" in page
+    assert "## Missing cells" in page and "Cells of datasets that could not be loaded (see their sections): m5 2." in page
+    assert "without a result yet" not in page
 
 
 def test_summary_is_mean_over_windows_then_mean_and_sd_over_seeds():
