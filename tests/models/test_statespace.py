@@ -186,3 +186,10 @@ def test_crossed_seasonal_groups_and_their_errors():
     assert torch.isfinite(m.predict(panel, 10, seed=0).samples).all()
     with pytest.raises(ValueError, match="season_groups"):
         StateSpace(season_groups=("store",), num_steps=2).fit(panel, 12)
+
+
+def test_default_history_is_capped_for_long_high_frequency_series():
+    from forecasting.models.statespace.design import default_history
+    assert default_history("W-FRI") == 1000 and default_history("MS") == 1000
+    assert default_history("h") == 8 * 168 and default_history("30min") == 8 * 336
+    assert default_history("D") == 8 * 365

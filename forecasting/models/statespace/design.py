@@ -30,7 +30,7 @@ import torch
 from ...data.calendar import _base, calendar_features, holiday_names
 from ...data.panel import Panel, PanelError, _names
 
-__all__ = ["Design", "CovariateSpec", "build_design", "seasonal_positions", "fourier_terms"]
+__all__ = ["CovariateSpec", "Design", "build_design", "default_history", "fourier_terms", "seasonal_positions"]
 
 
 def seasonal_positions(dates: pd.DatetimeIndex, freq: str) -> list[tuple[str, int, np.ndarray]]:
@@ -70,6 +70,17 @@ def fourier_terms(dates: pd.DatetimeIndex, freq: str, harmonics: int = 6) -> np.
     k = np.arange(1, harmonics + 1)[None, :]
     ang = 2 * np.pi * k * pos[:, None]
     return np.concatenate([np.sin(ang), np.cos(ang)], axis=1).astype(np.float32)
+
+
+def default_history(freq: str) -> int:
+    """Steps of history used when none is given: ``max(1000, 8 x the longest season)``.
+
+    Every step holds level-noise latents for every series, so all 52,000 hourly steps of a long
+    series would take tens of GB; eight seasons keep the seasonal profiles well estimated."""
+    name, n = _base(freq)
+    longest = {"W": 52, "D": 365, "B": 261, "H": 168 // max(n, 1), "T": 7 * 24 * 60 // max(n, 1),
+               "MIN": 7 * 24 * 60 // max(n, 1)}.get(name, 12)
+    return max(1000, 8 * longest)
 
 
 @dataclass
@@ -170,7 +181,7 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
     panel = panel.to(device)
     N, T = panel.num_series, panel.num_steps
     span = int((panel.end - panel.start).max())
-    L = span if history is None else min(int(history), span)
+    L = min(span, default_history(panel.freq)) if history is None else min(int(history), span)
     y, mask = panel.history(L)
     if count:
         bad = mask & ((y < 0) | (y != torch.round(y)))

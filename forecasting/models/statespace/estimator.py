@@ -47,7 +47,8 @@ class StateSpace(Model):
     series).
 
     Inference: ``num_steps`` of SVI with a mean-field ``AutoNormal`` guide, ``lr`` decaying to
-    ``lr * lr_decay``; ``history``: steps of each series used (None: all). Forecasts carry
+    ``lr * lr_decay``; ``history``: steps of each series used (None: all, capped at
+    ``max(1000, 8 x the longest season)`` so long hourly series fit in memory). Forecasts carry
     parameter and state uncertainty: each path draws every latent from the guide, then the future
     level/slope noise and the observation noise from the model. ``device``: ``"auto"``, ``"cpu"``
     or ``"cuda"``. ``max_elements`` bounds samples x series x steps per sampling chunk.
