@@ -215,12 +215,8 @@ class StateSpace(Model):
         if not self.structure.count:
             y = d.loc[None, :, None] + d.scale[None, :, None] * y
         samples = y.permute(1, 0, 2).contiguous().float()
-        off = pd.tseries.frequencies.to_offset(self._freq(d))
-        start = pd.DatetimeIndex(d.dates[d.pos[:, d.history].cpu().numpy()]) if off is not None else None
-        return Forecast(samples.cpu(), d.item_ids, start, self._freq(d))
-
-    def _freq(self, d: Design) -> str:
-        return d.dates.freqstr
+        start = pd.DatetimeIndex(d.dates[d.pos[:, d.history].cpu().numpy()])  # first forecast step per series
+        return Forecast(samples.cpu(), d.item_ids, start, d.dates.freqstr)
 
     # ------------------------------------------------------------------ components
     def components(self, panel: Panel | None = None, num_samples: int = 100, seed: int = 0) -> pd.DataFrame:
@@ -269,16 +265,12 @@ class StateSpace(Model):
             draws = draws * d.scale[None, :, None]
         q = torch.quantile(draws, torch.tensor([0.05, 0.95], device=draws.device), dim=0)
         N, K = draws.shape[1:]
-        codes, _, levels = self._groups_of_design(d)
+        codes = d.group.cpu().numpy()
+        levels = self.group_levels_
         return pd.DataFrame({
             "item_id": np.repeat(np.asarray(d.item_ids), K), "regressor": np.tile(np.asarray(d.x_names), N),
             "mean": draws.mean(0).cpu().numpy().reshape(-1), "q05": q[0].cpu().numpy().reshape(-1),
             "q95": q[1].cpu().numpy().reshape(-1), "group": np.repeat(np.asarray(levels)[codes], K)})
-
-    def _groups_of_design(self, d: Design):
-        codes = d.group.cpu().numpy()
-        levels = self.group_levels_ if self.group is not None else pd.Index(["all"])
-        return codes, d.num_groups, levels
 
     def plot_components(self, item_id, panel: Panel | None = None, ax=None, num_samples: int = 100):
         """A figure of the level, seasonal and regression parts of series ``item_id`` and the data."""
