@@ -7,7 +7,7 @@ import torch
 from pandas.tseries import offsets
 from pandas.tseries.holiday import (AbstractHolidayCalendar, Holiday, USLaborDay, USMemorialDay, USThanksgivingDay)
 
-__all__ = ["calendar_features", "holiday_names"]
+__all__ = ["calendar_features", "holiday_names", "seasonal_positions", "seasonal_position"]
 
 
 def _base(freq: str) -> tuple[str, int]:
@@ -82,3 +82,41 @@ def holiday_names(freq: str) -> list[str]:
     if name not in ("W", "D", "B"):
         return []
     return [f"{r.name}{s}" for r in _MovingHolidays.rules for s in ("_prev", "", "_next")]
+
+
+def seasonal_positions(dates: pd.DatetimeIndex, freq: str) -> list[tuple[str, int, np.ndarray]]:
+    """Dummy seasonalities of ``freq`` as ``(name, period, position)``, position ``[len(dates)]``.
+
+    Weekly: weeks since 1970-01-01 modulo 52, so a position recurs exactly 52 weeks (364 days)
+    later, as the seasonal naive's lag; week-of-year buckets counted from 1 January would shift
+    by a week between some years (a week's end date moves 1-2 days a year); holidays that move
+    are separate regressors. Daily: day of the week; hourly and finer: slot of the day and day of the week;
+    monthly: month; quarterly: quarter."""
+    name, n = _base(freq)
+    d = dates.tz_localize(None) if dates.tz is not None else dates
+    if name == "W":
+        weeks = (d.normalize() - pd.Timestamp("1970-01-01")).days.to_numpy() // 7
+        return [("week_of_year", 52, weeks % 52)]
+    if name in ("D", "B"):
+        return [("day_of_week", 7, d.dayofweek.to_numpy())]
+    if name in ("H", "T", "MIN"):
+        minutes = n * (60 if name == "H" else 1)
+        per_day = max(1, (24 * 60) // minutes)
+        slot = (d.hour.to_numpy() * 60 + d.minute.to_numpy()) // minutes
+        return [("slot_of_day", per_day, slot), ("day_of_week", 7, d.dayofweek.to_numpy())]
+    if name in ("M", "MS", "ME"):
+        return [("month", 12, d.month.to_numpy() - 1)]
+    if name in ("Q", "QS", "QE"):
+        return [("quarter", 4, d.quarter.to_numpy() - 1)]
+    return []
+
+
+def seasonal_position(dates: pd.DatetimeIndex, freq: str) -> tuple[int, np.ndarray]:
+    """All dummy seasonalities of ``freq`` crossed into one position: ``(period, position [len(dates)])``
+    (hourly: 24 x 7 = 168 slots of the week; weekly: 52; daily: 7; monthly: 12); ``(1, zeros)``
+    for a frequency without one."""
+    period, pos = 1, np.zeros(len(dates), dtype=np.int64)
+    for _, p, idx in seasonal_positions(dates, freq):
+        pos = pos * p + idx
+        period *= p
+    return period, pos

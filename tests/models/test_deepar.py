@@ -144,3 +144,69 @@ def test_fast_sampling_step_equals_the_network(cell):
         got, got_state = step(lag_in, step.shared(rest, static)[:, 0], state, S)
     torch.testing.assert_close(got, ref[:, 0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_state, ref_state, rtol=1e-5, atol=1e-5)
+
+
+def test_two_gloo_processes_train_the_model_one_process_trains():
+    # data parallel: each process takes half of every batch; the summed gradients are the
+    # one-process gradients, so the weights agree up to float summation order
+    panel, _, _ = nb_panel(n=12, t=40)
+    opts = dict(likelihood="negbin", max_epochs=2, validation=False, seed=1, dropout=0.0, **FAST)
+    one = DeepAR(**opts).fit(panel, 6)
+    two = DeepAR(num_processes=2, **opts).fit(panel, 6)
+    assert two.train_["processes"] == 2 and one.train_["processes"] == 1
+    for (name, p), q in zip(one.net_.named_parameters(), two.net_.parameters()):
+        assert torch.allclose(p, q, atol=1e-5, rtol=1e-4), name
+    assert two.train_["train"]["history"][-1]["train_loss"] == pytest.approx(
+        one.train_["train"]["history"][-1]["train_loss"], rel=1e-4)
+    f = two.predict(panel, num_samples=20, seed=0)
+    assert f.samples.shape == (12, 20, 6) and torch.isfinite(f.samples).all()
+
+
+def test_validation_in_two_processes_picks_the_same_epochs():
+    panel, _, _ = nb_panel(n=12, t=40)
+    opts = dict(likelihood="negbin", max_epochs=3, validation=True, refit=True, seed=2, dropout=0.0, **FAST)
+    one = DeepAR(**opts).fit(panel, 6)
+    two = DeepAR(num_processes=2, **opts).fit(panel, 6)
+    v1, v2 = one.train_["validation"], two.train_["validation"]
+    assert v1["best_epoch"] == v2["best_epoch"]
+    assert [h["val_loss"] for h in v2["history"]] == pytest.approx([h["val_loss"] for h in v1["history"]], rel=1e-4)
+
+
+def test_profile_index_leaves_the_anchored_value_out():
+    from forecasting.models.deepar.features import fit_features
+    panel, _, _ = nb_panel(n=8, t=48)
+    spec = fit_features(panel, False, True, profile=True, profile_group="group", profile_weight=0.5)
+    dates = pd.date_range(panel.index[0], periods=panel.num_steps + 12, freq="MS")
+    grid = spec.profile_grid(panel, dates)
+    assert grid.shape == (8, panel.num_steps + 12) and torch.isfinite(grid).all()
+    y = panel.target[0].double()
+    z = y / y.abs().mean()
+    g = spec.profile[int(panel.static_cat[0, 0])].double()
+    # month 0 of series 0: observed 4 times (t = 0, 12, 24, 36); at t = 12 the index holds the other 3
+    others = z[[0, 24, 36]].sum()
+    want = (others + 0.5 * g[0]) / (3 + 0.5)
+    assert float(grid[0, 12]) == pytest.approx(float(want), rel=1e-5)
+    # in the forecast window every observation counts
+    want_future = (z[[0, 12, 24, 36]].sum() + 0.5 * g[0]) / (4 + 0.5)
+    assert float(grid[0, 48]) == pytest.approx(float(want_future), rel=1e-5)
+
+
+def test_profile_anchor_options_are_checked():
+    panel, _, _ = nb_panel(n=6, t=40)
+    with pytest.raises(ValueError, match="anchor"):
+        DeepAR(anchor="yearly")
+    with pytest.raises(ValueError, match="real-valued"):
+        DeepAR(anchor="profile", likelihood="negbin", max_epochs=1, **FAST).fit(panel, 6)
+    with pytest.raises(ValueError, match="profile_group='Dept'"):
+        DeepAR(anchor="profile", profile_group="Dept", max_epochs=1, **FAST).fit(panel, 6)
+
+
+def test_validation_on_sampled_forecast_crps_picks_an_epoch():
+    panel, _, _ = nb_panel(n=12, t=48)
+    m = DeepAR(likelihood="negbin", max_epochs=3, validation=True, refit=False, val_metric="crps", val_samples=8,
+               seed=0, **FAST).fit(panel, 6)
+    hist = m.train_["validation"]["history"]
+    assert len(hist) == 3 and all(np.isfinite(h["val_loss"]) and 0 < h["val_loss"] < 2 for h in hist)
+    assert m.train_["validation"]["best_val"] == min(h["val_loss"] for h in hist)
+    with pytest.raises(ValueError, match="val_metric"):
+        DeepAR(val_metric="mse")

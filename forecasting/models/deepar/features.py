@@ -7,16 +7,19 @@
 - known covariates standardised with training statistics (0/1 columns kept), missing -> 0 plus
   a missing flag per covariate that has gaps; nothing is invented for the target itself
 - static categoricals as codes (an extra code for levels unseen at fit), static reals standardised
+- for ``anchor="profile"``: seasonal profiles, the mean of ``y / series mean`` at each seasonal
+  position (week of year, hour of week, ...), per group of series (e.g. a department, frozen at
+  fit) and per series (from the history the model is given), the series' shrunk toward its group's
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from ...data.calendar import _base, calendar_features
+from ...data.calendar import _base, calendar_features, seasonal_position
 from ...data.panel import Panel
 
-__all__ = ["lags_for_freq", "calendar_features", "FeatureSpec", "fit_features"]
+__all__ = ["lags_for_freq", "calendar_features", "FeatureSpec", "fit_features", "seasonal_profile"]
 
 
 def lags_for_freq(freq: str) -> list[int]:
@@ -58,10 +61,45 @@ class FeatureSpec:
     static_real_std: torch.Tensor
     lags: tuple[int, ...]
     freq: str
+    profile: torch.Tensor | None = None  # [G + 1, P] seasonal index per group; row G: all series
+    profile_group: str | None = None  # static categorical the profile is pooled within (None: all)
+    profile_weight: float = 0.5  # observations the group profile counts for in a series' profile
 
     @property
     def num_known_inputs(self) -> int:
         return len(self.known_names) + int(self.known_flag.sum())
+
+    def profile_grid(self, panel: Panel, dates) -> torch.Tensor | None:
+        """``[N, len(dates)]`` each series' seasonal index at each date (grid positions; ``dates``
+        extend the panel's index): the mean of ``y / series mean |y|`` over the series' observed
+        history at the same seasonal position, plus its group's profile counted as
+        ``profile_weight`` observations. Where the series is observed the step's own value is left
+        out (leave-one-out), so an index never contains the value it anchors. None without a profile."""
+        if self.profile is None:
+            return None
+        dev = panel.device
+        period, pos = seasonal_position(dates, self.freq)
+        pos = torch.as_tensor(pos, device=dev)
+        T, N = panel.num_steps, panel.num_series
+        steps = torch.arange(T, device=dev)
+        obs = panel.observed & (steps[None] < panel.end[:, None])
+        y = torch.where(obs, panel.target, torch.zeros_like(panel.target))
+        scale = (y.abs().sum(1) / obs.sum(1).clamp_min(1)).clamp_min(1e-12)
+        z = y / scale[:, None]
+        key = pos[None, :T].expand(N, T)
+        sums = torch.zeros(N, period, device=dev).scatter_add_(1, key, z)
+        counts = torch.zeros(N, period, device=dev).scatter_add_(1, key, obs.to(z.dtype))
+        codes = _group_codes(panel, self.profile_group, self.profile.shape[0] - 1)
+        group = self.profile.to(dev)[codes]  # [N, P]
+        w = self.profile_weight
+        idx = pos[None].expand(N, -1)
+        num = sums.gather(1, idx) + w * group.gather(1, idx)
+        den = counts.gather(1, idx) + w
+        own = torch.zeros_like(num)
+        own[:, :T] = obs.to(z.dtype)
+        zz = torch.zeros_like(num)
+        zz[:, :T] = z
+        return (num - zz) / (den - own)
 
     def known_inputs(self, panel: Panel, length: int) -> torch.Tensor:
         """``[N, length, K + flags]`` standardised known covariates over the first ``length`` grid steps."""
@@ -98,7 +136,48 @@ class FeatureSpec:
         return codes, r
 
 
-def fit_features(panel: Panel, use_known: bool, use_static: bool, lags=None) -> FeatureSpec:
+def _group_codes(panel: Panel, group: str | None, unseen: int) -> torch.Tensor:
+    """``[N]`` profile row of each series: its level of ``group`` (levels beyond ``unseen`` -> the
+    all-series row ``unseen``), or ``unseen`` for every series without a group."""
+    N, dev = panel.num_series, panel.device
+    if group is None:
+        return torch.full((N,), unseen, dtype=torch.long, device=dev)
+    names = list(panel.static_cat_names or ())
+    if group not in names:
+        raise ValueError(f"profile_group={group!r} is not a static categorical of the panel (it has {names})")
+    codes = panel.static_cat[:, names.index(group)]
+    return torch.where(codes < unseen, codes, torch.full_like(codes, unseen))
+
+
+def seasonal_profile(panel: Panel, group: str | None = None, shrink: float = 5.0) -> torch.Tensor:
+    """``[G + 1, P]`` seasonal index: the mean of ``y / (series mean |y|)`` over the observed steps
+    (before each series' end) at each of the ``P`` seasonal positions of the frequency, per level of
+    the static categorical ``group`` (row ``G``: all series). Each group's mean is shrunk toward
+    the all-series profile with the weight of ``shrink`` observations, and that toward 1."""
+    period, pos = seasonal_position(panel.index, panel.freq)
+    dev = panel.device
+    names = list(panel.static_cat_names or ())
+    if group is not None and group not in names:
+        raise ValueError(f"profile_group={group!r} is not a static categorical of the panel (it has {names})")
+    G = len(panel.static_cat_levels[names.index(group)]) if group is not None else 0
+    codes = _group_codes(panel, group, G)
+    steps = torch.arange(panel.num_steps, device=dev)
+    obs = panel.observed & (steps[None] < panel.end[:, None])
+    y = torch.where(obs, panel.target, torch.zeros_like(panel.target))
+    scale = y.abs().sum(1) / obs.sum(1).clamp_min(1)
+    z = (y / scale.clamp_min(1e-12)[:, None])[obs]
+    pos_t = torch.as_tensor(pos, device=dev)
+    key = (codes[:, None] * period + pos_t[None]).expand_as(obs)[obs]
+    sums = torch.zeros((G + 1) * period, device=dev).index_add_(0, key, z).view(G + 1, period)
+    counts = torch.zeros((G + 1) * period, device=dev).index_add_(0, key, torch.ones_like(z)).view(G + 1, period)
+    total = (sums.sum(0) + shrink) / (counts.sum(0) + shrink)
+    prof = (sums + shrink * total) / (counts + shrink)
+    prof[G] = total
+    return prof.cpu()
+
+
+def fit_features(panel: Panel, use_known: bool, use_static: bool, lags=None, profile: bool = False,
+                 profile_group: str | None = None, profile_weight: float = 0.5) -> FeatureSpec:
     """Statistics of the training panel: covariate means and spreads over the observed steps."""
     T = panel.num_steps
     if use_known and panel.known is not None:
@@ -136,5 +215,7 @@ def fit_features(panel: Panel, use_known: bool, use_static: bool, lags=None) -> 
     else:
         rmean = rstd = torch.zeros(0)
         real_names = ()
+    prof = seasonal_profile(panel, profile_group) if profile else None
     return FeatureSpec(known_names, mean.cpu(), std.cpu(), flag.cpu(), cat_names, cards, real_names,
-                       rmean.cpu(), rstd.cpu(), tuple(lags or lags_for_freq(panel.freq)), panel.freq)
+                       rmean.cpu(), rstd.cpu(), tuple(lags or lags_for_freq(panel.freq)), panel.freq,
+                       prof, profile_group if profile else None, profile_weight)

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import pandas as pd
 import torch
+import torch.distributed as dist
 
 from ...data.panel import Panel, PanelError
 from ...forecast import Forecast
@@ -13,7 +14,7 @@ from ..base import Model, resolve_device
 from .features import calendar_features, fit_features
 from .module import DeepARNetwork, PanelTensors
 from .sampling import sample_paths
-from .training import TrainConfig, train
+from .training import TrainConfig, World, train
 
 __all__ = ["DeepAR"]
 
@@ -31,12 +32,24 @@ class DeepAR(Model):
     - ``batch_size`` x ``batches_per_epoch`` x ``max_epochs``, ``lr``, ``weight_decay``, ``clip``
     - ``validation``: hold out each series' last ``horizon`` steps to choose the number of epochs
       (early stopping, ``patience``); ``refit``: then train again on the full history for that
-      many epochs, so the most recent data is not lost to validation
+      many epochs, so the most recent data is not lost to validation; ``val_metric``: ``"nll"`` (the
+      one-step, teacher-forced NLL of the held-out steps) or ``"crps"`` (the scaled CRPS of
+      ``val_samples`` paths sampled over them: what forecasts are scored on, at the cost of sampling
+      once per epoch)
     - ``time_limit``: seconds for the whole fit (split between the two phases when refitting)
     - ``use_known_covariates``, ``use_static``; ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``);
       ``seed``; ``max_rows``: series x samples unrolled together when sampling; ``progress``
     - ``anchor``: a lag (e.g. 52 for weekly data) whose value, where observed, is the location the
       network corrects (a seasonal-naive prior; real-valued likelihoods only); None: no anchor
+      ``anchor="profile"``: the location corrected is ``scale * (level + index - 1)``, a seasonal
+      index per series (mean of ``y / series mean`` at the same week of the year, hour of the week,
+      ...; its group's index, pooled within the static categorical ``profile_group`` at fit, counts
+      as ``profile_weight`` observations) and the mean deseasonalised value of the last 13 steps
+    - ``num_processes``: data-parallel training in that many processes (torch.distributed; each
+      computes a share of every batch and gradients are summed, so the model is the one-process
+      model); ``backend``: ``"gloo"`` (CPU) or ``"nccl"`` (one GPU per process), None: from the
+      device. Under ``torchrun`` (a process group already initialised) every process calls ``fit``
+      and they train together.
 
     Learned state: ``net_``, ``features_``, ``horizon_``, ``context_``, ``train_`` (fit history).
     """
@@ -49,12 +62,14 @@ class DeepAR(Model):
                  weight_decay: float = 1e-8, clip: float = 10.0, validation: bool = True, refit: bool = True,
                  patience: int | None = 10, time_limit: float | None = None, use_known_covariates: bool = True,
                  use_static: bool = True, device: str = "auto", seed: int = 0, max_rows: int = 16_384,
-                 anchor: int | None = None, progress: bool = False):
+                 anchor: int | str | None = None, profile_group: str | None = None, profile_weight: float = 0.5,
+                 num_processes: int = 1, backend: str | None = None, val_metric: str = "nll",
+                 val_samples: int = 16, progress: bool = False):
         from .likelihoods import get_likelihood
         get_likelihood(likelihood)  # unknown names fail here, not after a long fit
         for arg, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("batch_size", batch_size),
                            ("batches_per_epoch", batches_per_epoch), ("max_epochs", max_epochs),
-                           ("max_rows", max_rows)):
+                           ("max_rows", max_rows), ("num_processes", num_processes)):
             if int(value) < 1:
                 raise ValueError(f"{arg} must be >= 1, got {value!r}")
         if context_length is not None and context_length < 1:
@@ -73,6 +88,19 @@ class DeepAR(Model):
         self.use_known_covariates, self.use_static = use_known_covariates, use_static
         self.device, self.seed, self.max_rows, self.progress = device, seed, max_rows, progress
         self.anchor = anchor
+        if anchor is not None and anchor != "profile" and not (isinstance(anchor, int) and anchor >= 1):
+            raise ValueError(f"anchor must be None, a lag >= 1 or 'profile', got {anchor!r}")
+        if profile_weight <= 0:
+            raise ValueError(f"profile_weight must be > 0, got {profile_weight!r}")
+        self.profile_group, self.profile_weight = profile_group, profile_weight
+        if backend not in (None, "gloo", "nccl"):
+            raise ValueError(f"backend must be None, 'gloo' or 'nccl', got {backend!r}")
+        self.num_processes, self.backend = int(num_processes), backend
+        if val_metric not in ("nll", "crps"):
+            raise ValueError(f"val_metric must be 'nll' or 'crps', got {val_metric!r}")
+        if int(val_samples) < 2:
+            raise ValueError(f"val_samples must be >= 2, got {val_samples!r}")
+        self.val_metric, self.val_samples = val_metric, int(val_samples)
 
     # ------------------------------------------------------------------ data
     def _check_targets(self, panel: Panel) -> None:
@@ -105,7 +133,7 @@ class DeepAR(Model):
         codes, reals = spec.static_inputs(panel)
         return PanelTensors(y=y, obs=obs, known=spec.known_inputs(panel, t_ext), calendar=cal, start=panel.start,
                             end=panel.end, codes=codes, reals=reals, series_scale=series_scale,
-                            min_scale=self.min_scale_)
+                            min_scale=self.min_scale_, profile=spec.profile_grid(panel, ext))
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, panel: Panel, horizon: int) -> "DeepAR":
@@ -118,45 +146,60 @@ class DeepAR(Model):
         if self.use_known_covariates and panel.known is not None:
             panel.future_known(horizon)  # fail now, not at predict, if the covariates stop short
         self.horizon_ = horizon
-        self.features_ = fit_features(panel, self.use_known_covariates, self.use_static, self.lags)
+        self.features_ = fit_features(panel, self.use_known_covariates, self.use_static, self.lags,
+                                      self.anchor == "profile", self.profile_group, self.profile_weight)
         self.context_ = self.context_length or max(2 * horizon, 8)
         obs_abs = panel.target.abs()[panel.observed]
         from .likelihoods import get_likelihood
         lk = get_likelihood(self.likelihood)
         self.min_scale_ = 0.1 if lk.count else max(1e-6, 1e-3 * float(obs_abs.mean()))
         pt = self._tensors(panel, horizon)
+        if self.num_processes > 1 and not dist.is_initialized():
+            from .distributed import spawn_fit
+            state, self.train_ = spawn_fit(self, pt, horizon)
+            net = self._new_net(pt, dev)
+            net.load_state_dict(state)
+        else:
+            # one process, or one of a world already launched (e.g. by torchrun): train together
+            world = World(dist.get_rank(), dist.get_world_size(), str(dev)) if dist.is_initialized() else World()
+            net, self.train_ = self._train_phases(pt, horizon, world)
+        self.net_ = net.eval()
+        self.train_["fit_seconds"] = time.perf_counter() - t0
+        return self
+
+    def _new_net(self, pt: PanelTensors, dev) -> DeepARNetwork:
         torch.manual_seed(self.seed)
+        return DeepARNetwork(self.features_, pt.calendar.shape[1], self.hidden_size, self.num_layers,
+                             self.dropout, self.likelihood, self.cell, anchor=self.anchor).to(dev)
+
+    def _train_phases(self, pt: PanelTensors, horizon: int, world: World) -> tuple[DeepARNetwork, dict]:
+        """Validation (early stopping) and refit, or one training run; returns the net and its history."""
+        dev = pt.y.device
         gen = torch.Generator(device=dev)
         gen.manual_seed(self.seed)
-
-        def new_net():
-            torch.manual_seed(self.seed)
-            return DeepARNetwork(self.features_, pt.calendar.shape[1], self.hidden_size, self.num_layers,
-                                 self.dropout, self.likelihood, self.cell, anchor=self.anchor).to(dev)
-
         cfg = TrainConfig(context=self.context_, horizon=horizon, batch_size=self.batch_size,
                           batches_per_epoch=self.batches_per_epoch, max_epochs=self.max_epochs, lr=self.lr,
                           weight_decay=self.weight_decay, clip=self.clip, patience=self.patience,
-                          time_limit=self.time_limit, progress=self.progress)
-        self.train_ = {}
+                          time_limit=self.time_limit, progress=self.progress, val_metric=self.val_metric,
+                          val_samples=self.val_samples)
+        info = {}
         if self.validation:
             # validate on each series' last `horizon` steps; train only on what precedes them
             if self.refit and self.time_limit is not None:
                 cfg.time_limit = self.time_limit / 2
-            net = new_net()
-            res = train(net, pt, pt.end - horizon, cfg, gen, val=pt)
-            self.train_["validation"] = res.__dict__
+            net = self._new_net(pt, dev)
+            res = train(net, pt, pt.end - horizon, cfg, gen, val=pt, world=world)
+            info["validation"] = res.__dict__
             if self.refit:
-                net = new_net()
-                res2 = train(net, pt, pt.end, cfg, gen, epochs=max(1, res.best_epoch))
-                self.train_["refit"] = res2.__dict__
+                net = self._new_net(pt, dev)
+                res2 = train(net, pt, pt.end, cfg, gen, epochs=max(1, res.best_epoch), world=world)
+                info["refit"] = res2.__dict__
         else:
-            net = new_net()
-            res = train(net, pt, pt.end, cfg, gen)
-            self.train_["train"] = res.__dict__
-        self.net_ = net.eval()
-        self.train_["fit_seconds"] = time.perf_counter() - t0
-        return self
+            net = self._new_net(pt, dev)
+            res = train(net, pt, pt.end, cfg, gen, world=world)
+            info["train"] = res.__dict__
+        info["processes"] = world.size
+        return net, info
 
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         H = self._check_fitted()

@@ -15,7 +15,11 @@ from torch import nn
 from .features import FeatureSpec
 from .likelihoods import get_likelihood
 
-__all__ = ["DeepARNetwork", "PanelTensors", "squash", "lag_inputs", "step_inputs", "anchor_base"]
+__all__ = ["DeepARNetwork", "PanelTensors", "squash", "lag_inputs", "step_inputs", "anchor_base", "profile_base",
+           "PROFILE_LEVEL_LAGS"]
+
+#: the level of ``anchor="profile"`` is the mean of the deseasonalised lags up to this many steps
+PROFILE_LEVEL_LAGS = 13
 
 
 def squash(x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +34,8 @@ class PanelTensors:
 
     ``y`` / ``obs`` ``[N, T]`` (targets at or after ``end`` are never read), ``known`` ``[N, T_ext,
     Dk]``, ``calendar`` ``[T_ext, Dc]``, ``start`` / ``end`` ``[N]``, ``codes`` ``[N, C]``, ``reals``
-    ``[N, R]``, ``series_scale`` ``[N]`` (mean |y| of each series' observed history, a fallback)."""
+    ``[N, R]``, ``series_scale`` ``[N]`` (mean |y| of each series' observed history, a fallback),
+    ``profile`` ``[N, T_ext]`` each series' seasonal index at each step (``anchor="profile"`` only)."""
 
     y: torch.Tensor
     obs: torch.Tensor
@@ -42,6 +47,15 @@ class PanelTensors:
     reals: torch.Tensor
     series_scale: torch.Tensor
     min_scale: float
+    profile: torch.Tensor | None = None  # [N, T_ext] seasonal index (anchor="profile"), see FeatureSpec
+
+    def subset(self, rows: torch.Tensor) -> "PanelTensors":
+        """The same tensors for series ``rows`` only."""
+        pick = lambda x: None if x is None else x[rows]  # noqa: E731
+        return PanelTensors(y=self.y[rows], obs=self.obs[rows], known=self.known[rows], calendar=self.calendar,
+                            start=self.start[rows], end=self.end[rows], codes=self.codes[rows],
+                            reals=self.reals[rows], series_scale=self.series_scale[rows],
+                            min_scale=self.min_scale, profile=pick(self.profile))
 
 
 def lag_inputs(values: torch.Tensor, observed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -70,15 +84,36 @@ def anchor_base(values: torch.Tensor, observed: torch.Tensor, lags: torch.Tensor
     return torch.where(observed[..., k_s], values[..., k_s], last)
 
 
+def profile_base(values: torch.Tensor, observed: torch.Tensor, lag_profile: torch.Tensor, profile: torch.Tensor,
+                 lags: torch.Tensor, series_scale: torch.Tensor) -> torch.Tensor:
+    """The location ``anchor="profile"`` corrects, in target units: ``scale * (level + profile - 1)``.
+
+    ``values``/``observed``/``lag_profile`` ``[..., L]``: the step's lags, their flags and seasonal
+    indices; ``profile`` ``[...]``: the step's own index; ``series_scale`` broadcasts to ``[...]``.
+    The level is the mean over the observed lags ``<= PROFILE_LEVEL_LAGS`` of ``y / scale - (index
+    - 1)`` (1, the series mean, if none is observed): seasonal naive with a smoothed season and a
+    recent level instead of last year's single value."""
+    short = (lags <= PROFILE_LEVEL_LAGS) & (lags >= 1)
+    m = observed & short
+    s = series_scale
+    deseason = values / s[..., None] - (lag_profile - 1)
+    n = m.sum(-1)
+    level = torch.where(n > 0, (deseason * m).sum(-1) / n.clamp_min(1), torch.ones_like(profile))
+    return s * (level + profile - 1)
+
+
 class DeepARNetwork(nn.Module):
     """Autoregressive RNN (LSTM or GRU) with static embeddings and a distribution head."""
 
     def __init__(self, spec: FeatureSpec, num_calendar: int, hidden_size: int = 40, num_layers: int = 2,
                  dropout: float = 0.1, likelihood: str = "studentT", cell: str = "lstm",
-                 embedding_dims: tuple[int, ...] | None = None, anchor: int | None = None):
+                 embedding_dims: tuple[int, ...] | None = None, anchor: int | str | None = None):
         super().__init__()
         self.likelihood = get_likelihood(likelihood)
-        if anchor is not None and (self.likelihood.count or anchor not in spec.lags or 1 not in spec.lags):
+        if anchor == "profile":
+            if self.likelihood.count or spec.profile is None:
+                raise ValueError("anchor='profile' needs a real-valued likelihood and a profile in the features")
+        elif anchor is not None and (self.likelihood.count or anchor not in spec.lags or 1 not in spec.lags):
             raise ValueError(f"anchor={anchor} needs a real-valued likelihood and lags that include 1 and {anchor}")
         self.anchor = anchor
         self.register_buffer("lags", torch.tensor(spec.lags, dtype=torch.long))

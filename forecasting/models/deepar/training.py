@@ -1,17 +1,25 @@
 """Training: windows drawn from the padded tensors already on the device, masked likelihood loss,
-gradient clipping, validation on the last horizon before the cutoff, early stopping."""
+gradient clipping, validation on the last horizon before the cutoff, early stopping.
+
+Data-parallel training (``World`` of several processes, torch.distributed): every process draws
+the same global batch of windows from the same seeded generator and computes its share of it; the
+loss is each share's summed negative log-likelihood over the whole batch's observation count, so
+the summed gradients (one all-reduce per step) are those of the one-process step, and every
+process takes the same optimizer step."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 
-from .module import DeepARNetwork, PanelTensors, anchor_base, lag_inputs, step_inputs
+from .module import DeepARNetwork, PanelTensors, anchor_base, lag_inputs, profile_base, step_inputs
 
-__all__ = ["window_batch", "TrainConfig", "train", "validation_loss"]
+__all__ = ["window_batch", "TrainConfig", "train", "validation_loss", "forecast_crps", "World"]
 
 
 def window_batch(net: DeepARNetwork, pt: PanelTensors, rows: torch.Tensor, t_end: torch.Tensor,
@@ -39,15 +47,62 @@ def window_batch(net: DeepARNetwork, pt: PanelTensors, rows: torch.Tensor, t_end
     lo = pt.obs[rows[:, None, None], lpc] & (lp >= 0) & (lp < lim[..., None])
     dyn = torch.cat([lag_inputs(lv, lo, s[:, None, None]), step_inputs(pt, rows, pos)], -1)
     static = net.static(pt.codes[rows], pt.reals[rows], s)
-    return dyn, static, y, o, s, anchor_base(lv, lo, net.lags, net.anchor)
+    if net.anchor == "profile":
+        prof = pt.profile
+        base = profile_base(lv, lo, prof[rows[:, None, None], lp.clamp(0, prof.shape[1] - 1)],
+                            prof[r2, pos.clamp(0, prof.shape[1] - 1)], net.lags, pt.series_scale[rows, None])
+    else:
+        base = anchor_base(lv, lo, net.lags, net.anchor)
+    return dyn, static, y, o, s, base
+
+
+@dataclass
+class World:
+    """This process's place among ``size`` data-parallel processes (``size=1``: no communication)."""
+
+    rank: int = 0
+    size: int = 1
+    device: str = "cpu"  # where collectives run (CUDA tensors for nccl)
+
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        """This process's share of a batch drawn identically by every process."""
+        return x[self.rank::self.size] if self.size > 1 else x
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum over processes (in place; returns ``x``)."""
+        if self.size > 1:
+            y = x.to(self.device)
+            dist.all_reduce(y)
+            x.copy_(y)
+        return x
+
+    def sum_grads(self, net: torch.nn.Module) -> None:
+        """Sum every parameter's gradient over processes, in one flat all-reduce."""
+        if self.size == 1:
+            return
+        params = [p for p in net.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        for g, f in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            g.copy_(f)
+
+
+def _nll_sum(net, dyn, static, y, o, s, base=None, weight=None):
+    """Summed negative log-likelihood of the observed (and weighted) steps, and their count."""
+    raw, _ = net(dyn, static)
+    d = net.likelihood.distribution(raw, s[:, None], base)
+    lp = d.log_prob(torch.where(o, y, torch.zeros_like(y)))
+    m = o if weight is None else o & weight
+    return -(lp * m).sum(), m.sum()
 
 
 def _nll(net, dyn, static, y, o, s, base=None, weight=None):
-    raw, _ = net(dyn, static)
-    dist = net.likelihood.distribution(raw, s[:, None], base)
-    lp = dist.log_prob(torch.where(o, y, torch.zeros_like(y)))
-    m = o if weight is None else o & weight
-    return -(lp * m).sum() / m.sum().clamp_min(1)
+    total, n = _nll_sum(net, dyn, static, y, o, s, base, weight)
+    return total / n.clamp_min(1)
 
 
 @dataclass
@@ -63,6 +118,8 @@ class TrainConfig:
     patience: int | None = 10
     time_limit: float | None = None
     progress: bool = False
+    val_metric: str = "nll"  # "nll": one-step NLL (teacher-forced); "crps": CRPS of sampled paths
+    val_samples: int = 16
 
 
 @dataclass
@@ -76,30 +133,72 @@ class TrainResult:
 
 
 @torch.no_grad()
-def validation_loss(net: DeepARNetwork, pt: PanelTensors, cfg: TrainConfig, chunk: int = 4096) -> float:
-    """Mean NLL of the last ``horizon`` observed steps of every series, given what precedes them."""
+def validation_loss(net: DeepARNetwork, pt: PanelTensors, cfg: TrainConfig, chunk: int = 4096,
+                    world: World = World()) -> float:
+    """Mean NLL of the last ``horizon`` observed steps of every series, given what precedes them
+    (each process of a ``world`` scores its share of the series)."""
     net.eval()
     N = pt.y.shape[0]
-    total, count = 0.0, 0
+    acc = torch.zeros(2, dtype=torch.float64, device=pt.y.device)
     length = cfg.context + cfg.horizon
     weight = torch.zeros(length, dtype=torch.bool, device=pt.y.device)
     weight[cfg.context:] = True
-    for i in range(0, N, chunk):  # chunks bound memory; a handful of iterations
-        rows = torch.arange(i, min(N, i + chunk), device=pt.y.device)
+    mine = world.shard(torch.arange(N, device=pt.y.device))
+    for i in range(0, mine.numel(), chunk):  # chunks bound memory; a handful of iterations
+        rows = mine[i:i + chunk]
         dyn, static, y, o, s, base = window_batch(net, pt, rows, pt.end[rows], cfg.context, length, pt.end)
-        n = int((o & weight).sum())
-        if n:
-            total += float(_nll(net, dyn, static, y, o, s, base, weight)) * n
-            count += n
+        total, n = _nll_sum(net, dyn, static, y, o, s, base, weight)
+        acc += torch.stack([total.double(), n.double()])
+    world.sum(acc)
     net.train()
-    return total / max(count, 1)
+    return float(acc[0] / acc[1].clamp_min(1))
+
+
+@torch.no_grad()
+def forecast_crps(net: DeepARNetwork, pt: PanelTensors, cfg: TrainConfig, world: World = World(),
+                  seed: int = 0) -> float:
+    """Scaled CRPS (sum of CRPS / sum of |y|) of ``cfg.val_samples`` sampled paths over each series'
+    last ``horizon`` steps, forecast from ``end - horizon``: what the forecasts will be scored on,
+    unlike the teacher-forced one-step NLL. The same seed every call, so epochs compare on the same
+    draws. Each process of a ``world`` samples its share of the series."""
+    from ...evaluation.metrics import crps_ensemble
+    from .sampling import sample_paths
+
+    net.eval()
+    H = cfg.horizon
+    mine = world.shard(torch.arange(pt.y.shape[0], device=pt.y.device))
+    sub = pt.subset(mine)
+    cut = sub.end - H
+    past = dataclasses.replace(sub, end=cut)
+    devices = [pt.y.device.index or 0] if pt.y.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        paths = sample_paths(net, past, cfg.context, H, cfg.val_samples)
+    pos = cut[:, None] + torch.arange(H, device=pt.y.device)
+    pc = pos.clamp(0, sub.y.shape[1] - 1)
+    truth = sub.y.gather(1, pc)
+    m = sub.obs.gather(1, pc) & (pos >= 0) & (pos < sub.end[:, None])
+    score = crps_ensemble(paths, truth)
+    acc = torch.stack([(score * m).sum().double(), (truth.abs() * m).sum().double()])
+    world.sum(acc)
+    net.train()
+    return float(acc[0] / acc[1].clamp_min(1e-12))
+
+
+def _out_of_time(cfg: TrainConfig, t0: float, world: World) -> bool:
+    """Whether the time limit has passed (in a world: for any process, so all stop together)."""
+    if cfg.time_limit is None:
+        return False
+    late = torch.tensor([float(time.perf_counter() - t0 > cfg.time_limit)])
+    return bool(world.sum(late) > 0)
 
 
 def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
-          val: PanelTensors | None = None, epochs: int | None = None) -> TrainResult:
+          val: PanelTensors | None = None, epochs: int | None = None, world: World = World()) -> TrainResult:
     """Adam on random windows ending at or before ``limit`` (per series). With ``val`` the best
     epoch's weights are kept and training stops after ``patience`` epochs without improvement;
-    ``epochs`` fixes the number of epochs (the refit on the full history)."""
+    ``epochs`` fixes the number of epochs (the refit on the full history). In a ``world`` of
+    several processes each computes its share of every batch (see the module's docstring)."""
     from tqdm.auto import tqdm
 
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -115,7 +214,8 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
     best_state = None
     t0 = time.perf_counter()
     n_epochs = epochs if epochs is not None else cfg.max_epochs
-    bar = tqdm(range(n_epochs), disable=not cfg.progress, desc="DeepAR", unit="epoch", leave=False)
+    bar = tqdm(range(n_epochs), disable=not cfg.progress or world.rank > 0, desc="DeepAR", unit="epoch",
+               leave=False)
     stale = 0
     net.train()
     for epoch in bar:
@@ -123,18 +223,23 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
         for _ in range(cfg.batches_per_epoch):  # optimizer steps are sequential by nature
             rows = torch.randint(0, N, (cfg.batch_size,), generator=gen, device=dev)
             t_end = lo[rows] + (torch.rand(cfg.batch_size, generator=gen, device=dev) * span[rows]).long()
-            loss = _nll(net, *window_batch(net, pt, rows, t_end, cfg.context, length, limit))
+            rows, t_end = world.shard(rows), world.shard(t_end)
+            total, n = _nll_sum(net, *window_batch(net, pt, rows, t_end, cfg.context, length, limit))
+            n_all = world.sum(n.detach().clone()).clamp_min(1)
+            loss = total / n_all
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            world.sum_grads(net)
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
             opt.step()
-            run += float(loss.detach())
-            if cfg.time_limit is not None and time.perf_counter() - t0 > cfg.time_limit:
+            run += float(world.sum(loss.detach().clone()))
+            if _out_of_time(cfg, t0, world):
                 break
         res.epochs = epoch + 1
         entry = {"epoch": epoch + 1, "train_loss": run / cfg.batches_per_epoch}
         if val is not None:
-            v = validation_loss(net, val, cfg)
+            v = (forecast_crps(net, val, cfg, world=world) if cfg.val_metric == "crps"
+                 else validation_loss(net, val, cfg, world=world))
             entry["val_loss"] = v
             sched.step(v)
             if v < res.best_val - 1e-4:
@@ -144,7 +249,7 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
                 stale += 1
         res.history.append(entry)
         bar.set_postfix({k: round(v, 4) for k, v in entry.items() if k != "epoch"})
-        if cfg.time_limit is not None and time.perf_counter() - t0 > cfg.time_limit:
+        if _out_of_time(cfg, t0, world):
             res.stopped_by = "time_limit"
             break
         if val is not None and cfg.patience is not None and stale >= cfg.patience:
