@@ -210,3 +210,34 @@ def test_validation_on_sampled_forecast_crps_picks_an_epoch():
     assert m.train_["validation"]["best_val"] == min(h["val_loss"] for h in hist)
     with pytest.raises(ValueError, match="val_metric"):
         DeepAR(val_metric="mse")
+
+
+def test_profile_anchor_in_the_unroll_equals_the_training_anchor():
+    # the sampler's per-step anchor (history lags, then draws) must be the anchor training used
+    from forecasting.models.deepar.module import ProfileHistory, profile_base
+    panel, _, _ = nb_panel(n=6, t=48)
+    m = DeepAR(anchor="profile", profile_group="group", max_epochs=1, **FAST).fit(panel, 12)
+    pt = m._tensors(panel, 12)
+    rows, end, S, H, lags = torch.arange(6), pt.end, 3, 12, m.net_.lags
+    drawn = torch.randn(6 * S, H, generator=torch.Generator().manual_seed(0)) * 5 + 10
+    maxlag = int(lags.max())
+    pos = end[:, None] + torch.arange(-maxlag, 0)
+    pc = pos.clamp(0, pt.y.shape[1] - 1)
+    buf = torch.cat([pt.y[rows[:, None], pc].repeat_interleave(S, 0), drawn], 1)
+    bobs = torch.cat([(pt.obs[rows[:, None], pc] & (pos >= 0)).repeat_interleave(S, 0),
+                      torch.ones(6 * S, H, dtype=torch.bool)], 1)
+    hist = ProfileHistory.build(pt, rows, end, H, lags)
+    for h in range(H):
+        idx = maxlag + h - lags
+        lprof = pt.profile[rows[:, None], end[:, None] + h - lags[None]].repeat_interleave(S, 0)
+        want = profile_base(buf[:, idx], bobs[:, idx], lprof, pt.profile[rows, end + h].repeat_interleave(S, 0), lags,
+                            pt.series_scale.repeat_interleave(S, 0))
+        assert torch.allclose(hist.base(drawn, h, S), want, atol=1e-5), h
+
+
+def test_profile_anchor_forecasts_are_finite_and_seeded():
+    panel, _, _ = nb_panel(n=8, t=48)
+    m = DeepAR(anchor="profile", profile_group="group", max_epochs=2, **FAST).fit(panel, 12)
+    a = m.predict(panel, num_samples=20, seed=1).samples
+    assert a.shape == (8, 20, 12) and torch.isfinite(a).all()
+    assert torch.equal(a, m.predict(panel, num_samples=20, seed=1).samples)

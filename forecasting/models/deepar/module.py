@@ -16,7 +16,7 @@ from .features import FeatureSpec
 from .likelihoods import get_likelihood
 
 __all__ = ["DeepARNetwork", "PanelTensors", "squash", "lag_inputs", "step_inputs", "anchor_base", "profile_base",
-           "PROFILE_LEVEL_LAGS"]
+           "ProfileHistory", "PROFILE_LEVEL_LAGS"]
 
 #: the level of ``anchor="profile"`` is the mean of the deseasonalised lags up to this many steps
 PROFILE_LEVEL_LAGS = 13
@@ -100,6 +100,53 @@ def profile_base(values: torch.Tensor, observed: torch.Tensor, lag_profile: torc
     n = m.sum(-1)
     level = torch.where(n > 0, (deseason * m).sum(-1) / n.clamp_min(1), torch.ones_like(profile))
     return s * (level + profile - 1)
+
+
+@dataclass
+class ProfileHistory:
+    """What ``anchor="profile"`` needs to unroll ``H`` forecast steps of ``n`` series: for each step
+    and short lag (``lags`` ``[Ls]``, those ``<= PROFILE_LEVEL_LAGS``) the history value and flag
+    (used while the lag reaches before the forecast), the lag's seasonal index, and each step's own
+    index; ``scale`` ``[n]`` the series scale."""
+
+    lags: torch.Tensor  # [Ls]
+    values: torch.Tensor  # [n, H, Ls]
+    observed: torch.Tensor  # [n, H, Ls]
+    lag_profile: torch.Tensor  # [n, H, Ls]
+    profile: torch.Tensor  # [n, H]
+    scale: torch.Tensor  # [n]
+
+    @classmethod
+    def build(cls, pt: PanelTensors, rows: torch.Tensor, end: torch.Tensor, horizon: int,
+              lags: torch.Tensor) -> "ProfileHistory":
+        short = lags[(lags >= 1) & (lags <= PROFILE_LEVEL_LAGS)]
+        steps = torch.arange(horizon, device=end.device)
+        pos = end[:, None, None] + steps[None, :, None] - short  # [n, H, Ls]
+        T, T_ext = pt.y.shape[1], pt.profile.shape[1]
+        pc = pos.clamp(0, T - 1)
+        r = rows[:, None, None]
+        values = torch.where(pos < end[:, None, None], pt.y[r, pc], torch.zeros_like(pt.y[r, pc]))
+        observed = pt.obs[r, pc] & (pos >= 0) & (pos < end[:, None, None])
+        lag_profile = pt.profile[r, pos.clamp(0, T_ext - 1)]
+        profile = pt.profile[rows[:, None], (end[:, None] + steps).clamp(max=T_ext - 1)]
+        return cls(short, values, observed, lag_profile, profile, pt.series_scale[rows])
+
+    def base(self, drawn: torch.Tensor, t: int, S: int) -> torch.Tensor:
+        """The anchor of step ``t`` for the ``n * S`` rows (samples of a series adjacent), given the
+        values drawn so far ``drawn`` ``[n * S, >= t]``: lags ``<= t`` read the draws."""
+        R = drawn.shape[0]
+        vals = self.values[:, t].repeat_interleave(S, 0)  # [R, Ls]
+        obs = self.observed[:, t].repeat_interleave(S, 0)
+        inside = self.lags <= t
+        if bool(inside.any()):
+            k = inside.nonzero().squeeze(1)
+            vals = vals.clone()
+            vals[:, k] = drawn[:, t - self.lags[k]]
+            obs = obs.clone()
+            obs[:, k] = True
+        return profile_base(vals, obs, self.lag_profile[:, t].repeat_interleave(S, 0),
+                            self.profile[:, t].repeat_interleave(S, 0), self.lags,
+                            self.scale.repeat_interleave(S, 0)).view(R)
 
 
 class DeepARNetwork(nn.Module):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .module import DeepARNetwork, PanelTensors, anchor_base, lag_inputs, step_inputs
+from .module import DeepARNetwork, PanelTensors, ProfileHistory, anchor_base, lag_inputs, step_inputs
 from .training import window_batch
 
 __all__ = ["sample_paths", "FastStep"]
@@ -107,11 +107,12 @@ def sample_paths(net: DeepARNetwork, pt: PanelTensors, context: int, horizon: in
         fut = step_inputs(pt, rows, end[:, None] + torch.arange(H, device=dev))  # [n, H, D]
         shared = step.shared(fut, static)  # [n, H, gates]: everything the samples of a series share
         s_m = s.repeat_interleave(S, 0)
+        prof = ProfileHistory.build(pt, rows, end, H, lags) if net.anchor == "profile" else None
         for h in range(H):  # autoregressive: step h reads the samples of the steps before it
             idx = maxlag + h - lags
             lv, lo = buf[:, idx], bobs[:, idx]
             raw, state = step(lag_inputs(lv, lo, s_m[:, None]), shared[:, h], state, S)
-            base = anchor_base(lv, lo, lags, net.anchor)
+            base = prof.base(buf[:, maxlag:], h, S) if prof is not None else anchor_base(lv, lo, lags, net.anchor)
             buf[:, maxlag + h] = net.likelihood.distribution(raw, s_m, base).sample()
         out[i:i + n] = buf[:, maxlag:].view(n, S, H)
     return out
