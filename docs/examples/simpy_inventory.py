@@ -4,7 +4,8 @@
     python docs/examples/simpy_inventory.py                               # synthetic data if walmart is absent
 
 Steps: forecast (seasonal naive) -> joint scenarios (Schaake shuffle learned from the history) ->
-reduce 200 -> 20 weighted scenarios -> base-stock levels from the scenarios -> run the policy through
+base-stock levels from the scenarios -> reduce 200 -> 20 weighted scenarios (weights that keep the
+means of demand and of its shortfall and leftover against the levels) -> run the policy through
 a SimPy model of the store (one event process per department: weekly review, deliveries after the
 lead time, demand, end-of-week holding cost) via ``run_policy`` -> KPI distribution. The same
 policy through the package's vectorised ``InventorySimulator`` gives the same KPIs, which checks
@@ -30,6 +31,7 @@ from forecasting.scenarios import (
     Simulator,
     base_stock_levels,
     joint_scenarios,
+    newsvendor_features,
     reduce_scenarios,
     run_policy,
 )
@@ -133,22 +135,25 @@ def main(argv=None) -> int:
     history, horizon, name = load_panel(args.data_dir)
     forecast = SeasonalNaive(52).fit(history, horizon).predict(history, 200, seed=0)
     scenarios = joint_scenarios(forecast, SchaakeShuffle("level").fit(history, horizon), seed=1)
-    reduced, red = reduce_scenarios(scenarios, 20)
+    levels = base_stock_levels(scenarios, args.lead_time, 1, service_level=9 / 10)
+    reduced, red = reduce_scenarios(scenarios, 20, match=newsvendor_features(scenarios, levels, args.lead_time + 1))
     print(f"{name}: {scenarios.num_series} series, {scenarios.num_scenarios} joint scenarios -> "
           f"{reduced.num_scenarios} (transport distance {red.transport:,.0f})")
 
     store = SimPyStore(lead_time=args.lead_time)
     if not isinstance(store, Simulator):
         raise SystemExit("SimPyStore does not implement the Simulator protocol")
-    levels = base_stock_levels(scenarios, args.lead_time, 1, service_level=9 / 10)
     report = run_policy(store, reduced, levels)
     print("SimPy store, 20 weighted scenarios:")
     print(report.summary.round(3).to_string())
 
-    reference = run_policy(InventorySimulator(lead_time=args.lead_time, negative_demand="return"), reduced, levels)
+    vectorised = InventorySimulator(lead_time=args.lead_time, negative_demand="return")
+    reference = run_policy(vectorised, reduced, levels)
+    full = run_policy(vectorised, scenarios, levels)
     for k in store.kpis:
         a, b = report.mean(k), reference.mean(k)
-        print(f"  {k:14s} SimPy {a:14,.3f}   vectorised {b:14,.3f}")
+        print(f"  {k:14s} SimPy {a:14,.3f}   vectorised {b:14,.3f}   all {scenarios.num_scenarios} scenarios "
+              f"{full.mean(k):14,.3f}")
         if not np.isclose(a, b, rtol=1e-6):
             raise SystemExit(f"the two simulators disagree on {k}")
     return 0

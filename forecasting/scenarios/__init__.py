@@ -19,6 +19,7 @@ from .dependence import (
                          history_transform,
                          joint_scenarios,
                          make_dependence,
+                         pair_paths,
                          reorder,
 )
 from .export import (
@@ -31,7 +32,14 @@ from .export import (
                          write_torch,
 )
 from .hierarchy import TOTAL, Hierarchy, aggregate_truth, level_metrics, weighted_crps
-from .reduction import Reduction, energy_distance, reduce_scenarios, scenario_distances
+from .reduction import (
+                         Reduction,
+                         energy_distance,
+                         match_weights,
+                         reduce_scenarios,
+                         scenario_distances,
+                         transport_distance,
+)
 from .simulation import (
                          InventorySimulator,
                          KPIReport,
@@ -39,6 +47,7 @@ from .simulation import (
                          base_stock_levels,
                          cvar,
                          kpi_features,
+                         newsvendor_features,
                          point_base_stock,
                          protection_demand,
                          run_policy,
@@ -80,7 +89,10 @@ __all__ = [
                          "kpi_features",
                          "level_metrics",
                          "make_dependence",
+                         "match_weights",
+                         "newsvendor_features",
                          "override_covariates",
+                         "pair_paths",
                          "point_base_stock",
                          "protection_demand",
                          "read_numpy",
@@ -93,6 +105,7 @@ __all__ = [
                          "series_mask",
                          "step_mask",
                          "stress_scenarios",
+                         "transport_distance",
                          "weighted_crps",
                          "weighted_quantile",
                          "write_numpy",

@@ -35,6 +35,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="history transform the dependence is learned from")
     p.add_argument("--season", type=int, default=None, help="lag of 'seasonal_diff' (default: the dataset's season)")
     p.add_argument("--rank", type=int, default=10, help="copula factors")
+    p.add_argument("--groups", default=None,
+                   help="copula: static column whose groups get one more factor each (e.g. Store)")
+    p.add_argument("--paths", action="store_true",
+                   help="keep each series' sample paths whole; only pair them across series")
     p.add_argument("--hierarchy", action="append", default=[],
                    help="static column of an aggregation level, finest first, repeatable (e.g. Store then Type)")
     p.add_argument("--no-total", action="store_true", help="no grand-total level")
@@ -88,14 +92,22 @@ def run(args) -> int:
             options = {"transform": args.transform, "season": args.season or ds.task.season}
         if args.method == "copula":
             options["rank"] = args.rank
+            if args.groups:
+                options["groups"] = args.groups
+        elif args.groups:
+            raise ScenarioError("--groups is an option of --method copula")
+        if args.paths:
+            if args.method == "independent":
+                raise ScenarioError("--paths is an option of --method schaake or copula")
+            options["paths"] = True
         dep = make_dependence(args.method, **options).fit(history, forecast.horizon)
         scen = ScenarioSet.from_forecast(forecast, dep.apply(forecast.samples, seed=args.seed,
-                                                             item_ids=forecast.item_ids), method=args.method)
-        summary = {"forecast": str(args.forecast), "dataset": args.dataset, "method": args.method,
+                                                             item_ids=forecast.item_ids), method=dep.name)
+        summary = {"forecast": str(args.forecast), "dataset": args.dataset, "method": dep.name,
                    "series": scen.num_series, "scenarios": scen.num_scenarios, "horizon": scen.horizon}
         if args.reduce is not None:
             scen, red = reduce_scenarios(scen, args.reduce, method=args.reduction, progress=not args.no_progress)
-            summary["reduction"] = {"method": args.reduction, "kept": scen.num_scenarios,
+            summary["reduction"] = {"method": red.method, "kept": scen.num_scenarios,
                                     "transport_distance": red.transport, "energy_distance": red.energy}
         if args.hierarchy:
             hier = Hierarchy.from_panel(history, args.hierarchy, total=not args.no_total)

@@ -10,6 +10,15 @@
 Both return a :class:`Reduction` with the kept positions, weights, the transport distance
 sum_i p_i min_j ||x_i - y_j|| and the energy distance 2 E||X - Y|| - E||X - X'|| - E||Y - Y'||
 between the full and the reduced distribution.
+
+Weights that keep means (``match=``): the transport weights keep the full set's distribution
+approximately, but not the means of what a simulator sums (demand, and how far it runs above or
+below the stock a policy holds), and a KPI mean inherits that error. :func:`match_weights` moves the weights as little as possible (in
+Kullback-Leibler divergence from the transport weights) so that the weighted means of chosen
+scenario features equal the full set's: an exponential tilt w_k ~ q_k exp(phi_k . lambda), with
+lambda from a few Newton steps on the convex dual. Weights stay positive and sum to 1; the means
+are matched exactly when the full set's means lie inside the convex hull of the kept scenarios'
+features (a ridge keeps the solution finite when they do not).
 """
 from __future__ import annotations
 
@@ -20,7 +29,8 @@ from tqdm.auto import tqdm
 
 from .core import ScenarioError, ScenarioSet
 
-__all__ = ["Reduction", "energy_distance", "reduce_scenarios", "scenario_distances"]
+__all__ = ["Reduction", "energy_distance", "match_weights", "reduce_scenarios", "scenario_distances",
+           "transport_distance"]
 
 #: feature columns per block when accumulating the Gram matrix (bounds the float64 copies)
 BLOCK = 1 << 14
@@ -57,11 +67,95 @@ def energy_distance(dist: torch.Tensor, p: torch.Tensor, kept: torch.Tensor, q: 
     return float(2 * cross - within_p - within_q)
 
 
+def transport_distance(dist: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> float:
+    """Kantorovich distance between weights ``p`` ``[S]`` on the full set and ``q`` ``[K]`` on the
+    kept scenarios, from ``dist`` ``[S, K]`` (full to kept): the optimal transport plan by linear
+    programming (scipy's HiGHS; S x K variables, a second for 1000 x 50). With the nearest-kept
+    assignment's own weights this equals sum_i p_i min_j dist_ij; other weights need the LP."""
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    S, K = dist.shape
+    rows = torch.arange(S).repeat_interleave(K)
+    cols = torch.arange(K).repeat(S)
+    var = torch.arange(S * K)
+    # equality constraints: each full scenario ships p_i, each kept one receives q_j
+    a = coo_matrix((torch.ones(2 * S * K).numpy(), (torch.cat([rows, S + cols]).numpy(), torch.cat([var, var]).numpy())),
+                   shape=(S + K, S * K))
+    b = torch.cat([p.double(), q.double() * p.double().sum() / q.double().sum()]).numpy()
+    res = linprog(dist.double().reshape(-1).numpy(), A_eq=a.tocsr(), b_eq=b, bounds=(0, None), method="highs")
+    if res.status != 0:
+        raise ScenarioError(f"the transport problem failed: {res.message}")
+    return float(res.fun)
+
+
+def match_weights(features: torch.Tensor, p: torch.Tensor, kept: torch.Tensor, q: torch.Tensor,
+                  ridge: float = 1e-6, max_iter: int = 100) -> tuple[torch.Tensor, dict]:
+    """Weights ``[K]`` for the kept scenarios, closest to ``q`` in Kullback-Leibler divergence among
+    those whose weighted means of ``features`` equal the full set's.
+
+    ``features`` ``[S, F]`` of every scenario, ``p`` ``[S]`` their weights, ``kept`` ``[K]``
+    positions of the kept ones, ``q`` ``[K]`` their weights so far (positive, e.g. the transport
+    weights). Each feature is centred on its full-set mean and divided by its standard deviation
+    (constant ones are dropped). Minimises the convex dual
+    ``log sum_k q_k exp(phi_k . lambda) + ridge / 2 |lambda|^2`` by damped Newton steps; the result
+    ``w ~ q exp(phi lambda)`` has mean error ``-ridge * lambda`` (standardised units), 0 up to the
+    ridge when the full set's means lie inside the convex hull of the kept features.
+
+    Returns the weights (float64, sum 1) and ``{"error_before", "error_after"}``: the largest
+    absolute standardised difference between the reduced and the full means with ``q`` and ``w``."""
+    x = features.double().cpu()
+    p = p.double().cpu()
+    if x.ndim != 2 or x.shape[0] != p.shape[0]:
+        raise ScenarioError(f"match features must be [scenarios, features] = [{p.shape[0]}, F], got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ScenarioError("match features must be finite")
+    if ridge <= 0:
+        raise ScenarioError(f"ridge must be > 0, got {ridge}")
+    mean = p @ x
+    sd = (p @ (x - mean) ** 2).sqrt()
+    keep = sd > 1e-12 * x.abs().amax(0).clamp_min(1e-300)
+    phi = (x[kept][:, keep] - mean[keep]) / sd[keep]  # [K, F]: the target is 0
+    q = q.double().cpu() / q.double().sum()
+    if phi.shape[1] == 0:  # nothing varies: every weighting keeps the means
+        return q, {"error_before": 0.0, "error_after": 0.0}
+    logq = q.clamp_min(1e-300).log()
+    lam = torch.zeros(phi.shape[1], dtype=torch.float64)
+
+    def dual(lam):
+        return torch.logsumexp(logq + phi @ lam, 0) + 0.5 * ridge * lam @ lam
+
+    f = dual(lam)
+    # Newton on a smooth convex function of F variables: a few dozen steps at most
+    for _ in range(max_iter):
+        w = torch.softmax(logq + phi @ lam, 0)
+        m = phi.T @ w
+        g = m + ridge * lam
+        if float(g.abs().max()) < 1e-12:
+            break
+        hess = (phi * w[:, None]).T @ phi - torch.outer(m, m) + ridge * torch.eye(phi.shape[1], dtype=torch.float64)
+        step = torch.linalg.solve(hess, g)
+        t = 1.0
+        while t > 1e-10:  # backtracking (Armijo) keeps every step a descent step
+            new = lam - t * step
+            f_new = dual(new)
+            if f_new <= f - 1e-4 * t * (g @ step):
+                break
+            t *= 0.5
+        if t <= 1e-10:
+            break
+        lam, f = new, f_new
+    w = torch.softmax(logq + phi @ lam, 0)
+    return w, {"error_before": float((phi.T @ q).abs().max()), "error_after": float((phi.T @ w).abs().max())}
+
+
 @dataclass(frozen=True)
 class Reduction:
     """The result of a reduction: ``indices`` ``[K]`` positions of the kept scenarios in the full
     set, ``weights`` ``[K]`` (sum 1), ``assignment`` ``[S]`` (position in ``indices`` each original
-    scenario was merged into), ``transport`` and ``energy`` distances to the full set."""
+    scenario was merged into), ``transport`` and ``energy`` distances to the full set (with the
+    final weights). With ``match=``: ``transport_weights`` ``[K]``, the weights before matching, and
+    ``match_error`` ``{"error_before", "error_after"}`` (see :func:`match_weights`)."""
 
     indices: torch.Tensor
     weights: torch.Tensor
@@ -69,6 +163,8 @@ class Reduction:
     transport: float
     energy: float
     method: str
+    transport_weights: torch.Tensor | None = None
+    match_error: dict | None = None
 
     def apply(self, scenarios: ScenarioSet) -> ScenarioSet:
         """The reduced ScenarioSet ``[N, K, H]``."""
@@ -121,14 +217,21 @@ def _kmedoids(dist: torch.Tensor, p: torch.Tensor, kept: torch.Tensor, max_iter:
 
 
 def reduce_scenarios(scenarios: ScenarioSet, k: int, method: str = "forward", features: torch.Tensor | None = None,
-                     max_iter: int = 50, progress: bool = False) -> tuple[ScenarioSet, Reduction]:
+                     max_iter: int = 50, progress: bool = False, match: torch.Tensor | None = None,
+                     match_ridge: float = 1e-6) -> tuple[ScenarioSet, Reduction]:
     """Reduce ``scenarios`` (``[N, S, H]``, weights ``p``) to ``k`` weighted scenarios (fewer when
     the set holds fewer than ``k`` distinct scenarios).
 
     ``features`` ``[S, D]`` are the vectors distances are measured on; by default every series and
     step of each scenario (``values`` flattened, in the target's units, so large series weigh
     most, as they do in a simulator's total cost). Pass e.g. hierarchy aggregates or scaled values
-    to measure closeness elsewhere. Returns the reduced ScenarioSet and the :class:`Reduction`."""
+    to measure closeness elsewhere.
+
+    ``match`` ``[S, F]``: features whose weighted means the reduced set keeps (e.g.
+    :func:`~forecasting.scenarios.simulation.newsvendor_features`: demand, and its shortfall and
+    leftover against a base-stock policy's levels; F well below k); after the selection, the weights are re-optimised by :func:`match_weights` (ridge
+    ``match_ridge``), and the transport distance is then the optimal transport's (a linear program).
+    Returns the reduced ScenarioSet and the :class:`Reduction`."""
     S = scenarios.num_scenarios
     if not 1 <= k <= S:
         raise ScenarioError(f"k must be between 1 and the number of scenarios ({S}), got {k}")
@@ -151,5 +254,12 @@ def reduce_scenarios(scenarios: ScenarioSet, k: int, method: str = "forward", fe
     if method == "kmedoids":
         kept = _kmedoids(dist, p, kept, max_iter)
     assignment, q, transport = _assign(dist, p, kept)
-    red = Reduction(first[kept], q, assignment[inverse], transport, energy_distance(dist, p, kept, q), method)
+    if match is None:
+        red = Reduction(first[kept], q, assignment[inverse], transport, energy_distance(dist, p, kept, q), method)
+        return red.apply(scenarios), red
+    if match.ndim != 2 or match.shape[0] != S:
+        raise ScenarioError(f"match must be [scenarios, features] = [{S}, F], got shape {tuple(match.shape)}")
+    w, err = match_weights(match, p_all, first[kept], q, match_ridge)
+    red = Reduction(first[kept], w, assignment[inverse], transport_distance(dist[:, kept], p, w),
+                    energy_distance(dist, p, kept, w), f"{method}+match", q, err)
     return red.apply(scenarios), red

@@ -26,6 +26,7 @@ __all__ = [
     "base_stock_levels",
     "cvar",
     "kpi_features",
+    "newsvendor_features",
     "point_base_stock",
     "protection_demand",
     "run_policy",
@@ -147,6 +148,34 @@ def kpi_features(simulator: Simulator, scenarios: ScenarioSet, policy, groups,
     sd = ((w * (x - (w * x).sum(0)) ** 2).sum(0)).sqrt()
     keep = sd > 1e-12 * x.abs().amax(0).clamp_min(1e-300)
     return x[:, keep] / sd[keep]
+
+
+def newsvendor_features(scenarios: ScenarioSet, levels: torch.Tensor, periods: int, groups=None) -> torch.Tensor:
+    """``[S, 3 G]`` per-scenario quantities behind a base-stock policy's KPIs, whose means a reduced
+    set should keep (``reduce_scenarios(..., match=newsvendor_features(...))``).
+
+    For each group of series (``groups`` ``[N]`` labels; None: all series together, G = 1):
+    demand summed over series and steps; shortfall, sum over series and steps of
+    ``(D_t - S_t)_+``, the protection-interval demand ``D_t`` (``periods`` steps from t, see
+    :func:`protection_demand`) above the order-up-to level ``S_t`` (``levels`` ``[N, H]``), what
+    lost sales grow with; and leftover, ``(S_t - D_t)_+``, what stock on hand grows with.
+    Computed from the scenario values and the policy alone: no simulation, no realised demand."""
+    N, S, H = scenarios.values.shape
+    if levels.shape != (N, H):
+        raise ScenarioError(f"levels must be [N, H] = [{N}, {H}], got shape {tuple(levels.shape)}")
+    codes = np.zeros(N, dtype=np.int64)
+    if groups is not None:
+        labels = np.asarray(groups)
+        if labels.shape != (N,):
+            raise ScenarioError(f"groups must hold one label per series ({N}), got shape {labels.shape}")
+        codes = pd.factorize(labels)[0]
+    codes = torch.as_tensor(codes)
+    G = int(codes.max()) + 1
+    prot = protection_demand(scenarios.values, periods).double()
+    gap = prot - levels.double().to(prot.device)[:, None, :]
+    parts = (scenarios.values.double().sum(-1), gap.clamp_min(0).sum(-1), (-gap).clamp_min(0).sum(-1))  # [N, S] each
+    cols = [torch.zeros(G, S, dtype=torch.float64).index_add_(0, codes, x.cpu()) for x in parts]
+    return torch.cat(cols).T  # [S, 3 G]: demand of each group, then shortfall, then leftover
 
 
 def protection_demand(demand: torch.Tensor, periods: int) -> torch.Tensor:

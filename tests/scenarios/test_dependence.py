@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -11,6 +12,7 @@ from forecasting.scenarios import (
     historical_windows,
     joint_scenarios,
     make_dependence,
+    pair_paths,
     reorder,
 )
 
@@ -104,3 +106,82 @@ def test_joint_scenarios_wraps_the_forecast(panel_truth):
     assert float(sc.weights.sum()) == pytest.approx(1.0)
     sc = joint_scenarios(fc, GaussianCopula(2).fit(panel, 6), seed=0)
     assert sc.method == "copula" and same_marginals(sc.values, fc.samples)
+
+
+def path_permutation(out, samples):
+    """For each series, the path of ``samples`` each scenario of ``out`` is (None if a path is not one)."""
+    perms = []
+    for i in range(samples.shape[0]):
+        eq = (out[i][:, None, :] == samples[i][None, :, :]).all(-1)  # [S, S]
+        if not bool(eq.any(1).all()):
+            return None
+        perms.append(eq.float().argmax(1))
+    return torch.stack(perms)
+
+
+@pytest.mark.parametrize("method", [SchaakeShuffle("level", paths=True), SchaakeShuffle("diff", paths=True),
+                                    GaussianCopula(3, "diff", paths=True)])
+def test_paths_mode_keeps_every_path_whole_and_only_pairs_them(panel_truth, method):
+    panel, _ = panel_truth
+    fc = make_forecast(panel, samples=300)
+    out = method.fit(panel, 6).apply(fc.samples, seed=3)
+    perm = path_permutation(out, fc.samples)
+    assert perm is not None  # every scenario of every series is one of its sample paths, untouched
+    assert bool((perm.sort(1).values == torch.arange(300)).all())  # a permutation of the paths, per series
+    assert not bool((perm == torch.arange(300)).all())  # the pairing did change
+    assert same_marginals(out, fc.samples)
+
+
+def test_paths_mode_pairs_the_totals_of_a_store(panel_truth):
+    panel, _ = panel_truth  # x0, x3, x6, x9 share store s0's random walk
+    fc = make_forecast(panel, samples=400)
+    for dep in (SchaakeShuffle("diff", paths=True), GaussianCopula(3, "diff", paths=True)):
+        out = dep.fit(panel, 6).apply(fc.samples, seed=1)
+        assert rank_corr(out[0].sum(1), out[3].sum(1)) > 0.5, dep.name
+        assert abs(rank_corr(fc.samples[0].sum(1), fc.samples[3].sum(1))) < 0.2
+        assert dep.name.endswith("_paths") and joint_scenarios(fc, dep).method == dep.name
+
+
+def test_paths_mode_follows_the_window_means_when_windows_equal_scenarios():
+    panel, _ = make_panel(n=4, t=30, horizon=3)
+    dep = SchaakeShuffle("level", paths=True).fit(panel, 3)
+    x, _ok = historical_windows(panel, 3, "level")
+    samples = torch.randn(4, dep.num_windows_, 3)
+    out = dep.apply(samples, seed=0)
+    # scenario s uses one window: the rank of its path total is that window's mean's rank, in every series
+    tot_rank = out.sum(2).argsort(1).argsort(1)  # [N, S]
+    tpl_rank = x.mean(2).argsort(1).argsort(1)  # [N, W]
+    assert bool((tot_rank[:, :, None] == tpl_rank[:, None, :]).all(0).any(1).all())
+
+
+def test_pair_paths_by_hand():
+    samples = torch.tensor([[[1.0, 1.0], [5.0, 5.0], [3.0, 0.0]]])  # totals 2, 10, 3
+    key = torch.tensor([[0.5, 0.1, 0.9]])  # ranks 1, 0, 2
+    assert pair_paths(samples, key)[0].tolist() == [[3.0, 0.0], [1.0, 1.0], [5.0, 5.0]]
+    with pytest.raises(ScenarioError, match="key shape"):
+        pair_paths(samples, torch.zeros(1, 2))
+
+
+def test_group_factors_restore_the_within_group_correlation_the_leading_factors_miss():
+    panel, _ = make_panel(n=24, t=80, horizon=6, seed=4)  # 3 stores of 8 series sharing a random walk
+    stores = np.array([f"s{i % 3}" for i in range(24)])
+    same = torch.tensor(stores[:, None] == stores[None, :]) & ~torch.eye(24, dtype=torch.bool)
+    hist = GaussianCopula(24, "diff").fit(panel, 6).correlation()  # (almost) the sample correlation
+    plain = GaussianCopula(1, "diff").fit(panel, 6)
+    grouped = GaussianCopula(1, "diff", groups="store").fit(panel, 6)
+    c_plain, c_grouped = plain.correlation(), grouped.correlation()
+    assert float(c_plain[same].mean()) < float(hist[same].mean()) - 0.1  # one factor cannot hold 3 stores
+    assert float(c_grouped[same].mean()) == pytest.approx(float(hist[same].mean()), abs=0.02)
+    assert torch.allclose(c_grouped.diagonal(), torch.ones(24), atol=1e-5)
+    assert bool((torch.linalg.eigvalsh(c_grouped.double()) > -1e-6).all())
+    # labels work as well as a column name, and the draws follow the fitted correlation
+    by_labels = GaussianCopula(1, "diff", groups=stores).fit(panel, 6)
+    assert torch.allclose(by_labels.correlation(), c_grouped)
+    z = grouped.sample_normal(4000, seed=0)[:, :, 0]
+    assert torch.allclose(torch.corrcoef(z), c_grouped, atol=0.08)
+    fc = make_forecast(panel, samples=200)
+    assert same_marginals(grouped.apply(fc.samples, seed=0), fc.samples)
+    with pytest.raises(ScenarioError, match="static column"):
+        GaussianCopula(1, groups="region_x").fit(panel, 6)
+    with pytest.raises(ScenarioError, match="one label per series"):
+        GaussianCopula(1, groups=["a", "b"]).fit(panel, 6)

@@ -5,8 +5,10 @@ import torch
 from forecasting.scenarios import (
     ScenarioError,
     ScenarioSet,
+    match_weights,
     reduce_scenarios,
     scenario_distances,
+    transport_distance,
 )
 
 
@@ -64,3 +66,54 @@ def test_distances_and_errors():
         reduce_scenarios(sc, 2, method="kmeans")
     with pytest.raises(ScenarioError, match="features"):
         reduce_scenarios(sc, 2, features=torch.zeros(3, 2))
+
+
+def test_matched_weights_are_a_distribution_and_keep_feature_means():
+    g = torch.Generator().manual_seed(0)
+    sc = scen(torch.randn(3, 400, 4, generator=g))
+    feats = torch.stack([sc.values[0].sum(1), sc.values[1:].sum((0, 2)), sc.values[2, :, 0].clamp_min(0)], 1)  # [S, 3]
+    small, red = reduce_scenarios(sc, 30, match=feats)
+    assert bool((red.weights > 0).all()) and float(red.weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    full_mean, reduced_mean = feats.double().mean(0), red.weights @ feats[red.indices].double()
+    assert torch.allclose(reduced_mean, full_mean, atol=1e-4 * float(feats.std(0).max()))
+    assert red.match_error["error_after"] < 1e-4 < red.match_error["error_before"]
+    assert red.method == "forward+match" and torch.equal(small.weights, red.weights)
+    # the selection is the same as without matching; only the weights moved
+    _, plain = reduce_scenarios(sc, 30)
+    assert torch.equal(plain.indices, red.indices) and torch.equal(plain.weights, red.transport_weights)
+    assert red.transport >= plain.transport - 1e-9  # the transport weights are the optimal ones for that plan
+
+
+def test_match_weights_exact_when_feasible_and_bounded_when_not():
+    # 1-D features 0, 1, 2, 3 with prior weights; the full mean 1.5 lies inside the hull of {0, 3}
+    x = torch.tensor([[0.0], [1.0], [2.0], [3.0]], dtype=torch.float64)
+    p = torch.full((4,), 0.25, dtype=torch.float64)
+    w, err = match_weights(x, p, torch.tensor([0, 3]), torch.tensor([0.9, 0.1], dtype=torch.float64), ridge=1e-10)
+    assert w.tolist() == pytest.approx([0.5, 0.5], abs=1e-8) and err["error_after"] < 1e-8
+    # kept {0, 1}: the mean 1.5 is outside their hull; the weights stay finite, positive, sum to 1
+    w, err = match_weights(x, p, torch.tensor([0, 1]), torch.tensor([0.5, 0.5], dtype=torch.float64), ridge=1e-3)
+    assert bool((w > 0).all()) and float(w.sum()) == pytest.approx(1.0) and float(w[1]) > 0.99
+    assert err["error_after"] < err["error_before"]
+    # a constant feature is ignored; matching already-matched means leaves the weights alone
+    w, _ = match_weights(torch.ones(4, 1), p, torch.tensor([0, 1]), torch.tensor([0.3, 0.7], dtype=torch.float64))
+    assert w.tolist() == pytest.approx([0.3, 0.7])
+
+
+def test_matching_copies_collapses_and_keeps_their_mass():
+    base = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(2))
+    pick = torch.tensor([0] * 5 + [1] * 3 + [2] * 2)
+    sc = scen(base[:, pick])
+    feats = sc.values.sum((0, 2))[:, None]
+    small, red = reduce_scenarios(sc, 3, match=feats)
+    assert small.num_scenarios == 3
+    assert {int(pick[i]): float(w) for i, w in zip(red.indices, red.weights)} == pytest.approx({0: 0.5, 1: 0.3, 2: 0.2})
+    assert red.transport == pytest.approx(0.0, abs=1e-9)
+
+
+def test_transport_distance_is_the_nearest_assignment_for_its_own_weights():
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    p = torch.full((40,), 1 / 40, dtype=torch.float64)
+    sc = scen(x.T[:, :, None].float(), p)
+    _, red = reduce_scenarios(sc, 5)
+    d = torch.cdist(x, x[red.indices])
+    assert transport_distance(d, p, red.weights) == pytest.approx(red.transport, rel=1e-6)

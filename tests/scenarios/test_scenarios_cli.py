@@ -53,3 +53,20 @@ def test_bad_input_is_a_clear_error(saved_forecast, data_dir, tmp_path, capsys):
     assert "unknown dataset 'no_such_data'" in capsys.readouterr().err
     assert run(parse(str(tmp_path / "missing.pt"), "--dataset", "walmart", "--out", str(tmp_path))) == 2
     assert "missing.pt" in capsys.readouterr().err
+    assert run(parse(str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "schaake",
+                     "--groups", "Store", "--out", str(tmp_path), "--no-progress")) == 2
+    assert "--groups is an option of --method copula" in capsys.readouterr().err
+
+
+def test_grouped_copula_with_whole_paths(saved_forecast, data_dir, tmp_path):
+    fc, path = saved_forecast
+    args = parse(str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "copula", "--rank", "2",
+                 "--groups", "Store", "--paths", "--reduce", "10", "--format", "pt", "--out", str(tmp_path),
+                 "--no-progress")
+    assert run(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["method"] == "copula_paths" and summary["reduction"]["method"] == "forward"
+    sc = read_torch(tmp_path / "scenarios.pt")
+    assert sc.num_scenarios == 10 and float(sc.weights.sum()) == pytest.approx(1.0)
+    # whole paths: every kept scenario of a series is one of its sample paths
+    assert bool((sc.values[:, :, None, :] == fc.samples[:, None, :, :]).all(-1).any(-1).all())

@@ -10,6 +10,7 @@ from forecasting.scenarios import (
     base_stock_levels,
     cvar,
     kpi_features,
+    newsvendor_features,
     point_base_stock,
     protection_demand,
     run_policy,
@@ -121,3 +122,21 @@ def test_kpi_features_are_per_group_simulations():
         kpi_features(sim, sc, levels, groups[:3])
     with pytest.raises(ScenarioError, match="subset of the simulator"):
         kpi_features(sim, sc, levels, groups, kpis=("profit",))
+
+
+def test_newsvendor_features_by_hand_and_by_group():
+    # two series, two scenarios, three steps; protection interval 2 steps; levels 5 everywhere
+    v = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 4.0, 0.0]],
+                      [[0.0, 0.0, 6.0], [2.0, 2.0, 2.0]]])
+    sc = ScenarioSet(v, torch.tensor([0.5, 0.5], dtype=torch.float64), pd.Index(["a", "b"]),
+                     pd.DatetimeIndex(["2021-01-01"] * 2), "D")
+    levels = torch.full((2, 3), 5.0)
+    x = newsvendor_features(sc, levels, 2)
+    # protection demand: a: [3, 5, 3] and [8, 4, 0]; b: [0, 6, 6] and [4, 4, 2]
+    # shortfall: scenario 0: 0 + 2 = 2 (b: 1 + 1); scenario 1: a 3, b 0 -> 3
+    # leftover: scenario 0: a 2 + 0 + 2, b 5 + 0 + 0 -> 9; scenario 1: a 0 + 1 + 5, b 1 + 1 + 3 -> 11
+    assert x.tolist() == [[12.0, 2.0, 9.0], [14.0, 3.0, 11.0]]
+    by = newsvendor_features(sc, levels, 2, groups=["g1", "g2"])
+    assert by.shape == (2, 6) and torch.equal(by[:, [0, 2, 4]] + by[:, [1, 3, 5]], x)
+    with pytest.raises(ScenarioError, match="levels"):
+        newsvendor_features(sc, torch.zeros(2, 2), 2)
