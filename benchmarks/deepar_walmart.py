@@ -54,12 +54,14 @@ def main(argv=None):
         fc = model.predict(window.train, num_samples=args.num_samples, seed=0)
         t2 = time.perf_counter()
     scores = evaluate(fc, window, ds.task)
-    steps = sum(part.get("epochs", 0) * model.batches_per_epoch for part in model.train_.values() if isinstance(part, dict))
+    infos = model.train_.get("members", [model.train_])
+    steps = sum(part.get("epochs", 0) * model.batches_per_epoch
+                for info in infos for part in info.values() if isinstance(part, dict))
     row = {"stage": args.stage, "tag": args.tag, "config": config, **{k: round(v, 5) for k, v in scores.items()},
            "fit_seconds": round(t1 - t0, 1), "predict_seconds": round(t2 - t1, 2), "peak_rss_mb": round(mem.peak_mb),
            "threads": torch.get_num_threads(), "gradient_steps": steps, "num_samples": args.num_samples,
-           "train": {k: {kk: vv for kk, vv in v.items() if kk != "history"} if isinstance(v, dict) else v
-                     for k, v in model.train_.items()}}
+           "train": [{k: {kk: vv for kk, vv in v.items() if kk != "history"} if isinstance(v, dict) else v
+                      for k, v in info.items()} for info in infos]}
     out = Path(__file__).parent / "results" / f"deepar_walmart_{args.stage}.jsonl"
     with open(out, "a") as f:
         f.write(json.dumps(row) + "\n")

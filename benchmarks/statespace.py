@@ -56,6 +56,8 @@ def main(argv=None):
     ap.add_argument("--baseline", default=None, help="run this registry model instead (e.g. seasonal_naive)")
     ap.add_argument("--data-dir", default=os.environ.get("FORECASTING_DATA", "../shared/data"))
     ap.add_argument("--num-samples", type=int, default=200)
+    ap.add_argument("--also-samples", type=int, nargs="*", default=[],
+                    help="also score these numbers of paths drawn from the same fit (one row each)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--tag", default="")
     ap.add_argument("--save-forecast", default=None, help="write the forecast here (parquet of quantiles)")
@@ -95,6 +97,15 @@ def main(argv=None):
     if args.save_forecast:
         torch.save({"samples": fc.samples, "target": window.target, "mask": window.mask}, args.save_forecast)
     print(json.dumps(row))
+    for n in args.also_samples:  # the same fitted model, more (or fewer) paths
+        t0 = time.perf_counter()
+        fc = model.predict(window.train, num_samples=n, seed=0)
+        extra = {**row, **{k: round(v, 5) for k, v in evaluate(fc, window, ds.task).items()},
+                 "predict_seconds": round(time.perf_counter() - t0, 2), "num_samples": n}
+        extra.pop("coefficients", None)
+        with open(OUT / f"{args.dataset}_{args.stage}.jsonl", "a") as f:
+            f.write(json.dumps(extra) + "\n")
+        print(json.dumps(extra))
 
 
 if __name__ == "__main__":

@@ -241,3 +241,86 @@ def test_profile_anchor_forecasts_are_finite_and_seeded():
     a = m.predict(panel, num_samples=20, seed=1).samples
     assert a.shape == (8, 20, 12) and torch.isfinite(a).all()
     assert torch.equal(a, m.predict(panel, num_samples=20, seed=1).samples)
+
+
+def test_fair_sample_crps_matches_the_normal_closed_form():
+    from forecasting.models.deepar.training import sample_crps
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, 2, 1, generator=g, dtype=torch.float64)  # S=2 is unbiased too
+    got = float(sample_crps(x, torch.zeros(200_000, 1, dtype=torch.float64)).mean())
+    assert got == pytest.approx(2 / np.sqrt(2 * np.pi) - 1 / np.sqrt(np.pi), abs=0.004)  # 0.2337
+    same = torch.full((3, 4, 2), 5.0)
+    assert torch.equal(sample_crps(same, torch.full((3, 2), 2.0)), torch.full((3, 2), 3.0))
+
+
+@pytest.mark.parametrize("anchor", [None, "profile"])
+def test_multi_step_loss_unrolls_the_paths_the_sampler_draws(monkeypatch, anchor):
+    # with every draw made deterministic (loc + 0.1 scale), the training unroll over a window's
+    # horizon and the sampler forecasting from the same cutoff must produce the same path
+    import dataclasses
+    from forecasting.models.deepar.sampling import sample_paths
+    from forecasting.models.deepar.training import TrainConfig, _multi_step_sum
+    det = lambda self, sample_shape=torch.Size(): self.loc + 0.1 * self.scale  # noqa: E731
+    monkeypatch.setattr(torch.distributions.Normal, "rsample", det)
+    monkeypatch.setattr(torch.distributions.Normal, "sample", det)
+    panel, _, _ = nb_panel(n=6, t=60)
+    m = DeepAR(likelihood="normal", anchor=anchor, profile_group="group" if anchor else None, max_epochs=1,
+               validation=False, **FAST).fit(panel, 12)
+    net = m.net_.eval()
+    pt = m._tensors(panel, 12)
+    H, C = 12, m.context_
+    cut = pt.end - H
+    cfg = TrainConfig(context=C, horizon=H, loss="crps", loss_samples=3)
+    rows = torch.arange(6)
+    with torch.no_grad():
+        # limit pt.end: the horizon's truth is the target; its lags are the draws either way
+        _, (crps, n), paths = _multi_step_sum(net, pt, rows, pt.end, cfg, pt.end)
+        want = sample_paths(net, dataclasses.replace(pt, end=cut), C, H, 3)
+    assert paths.shape == (6, 3, H)
+    torch.testing.assert_close(paths, want, rtol=1e-4, atol=1e-3)
+    # the pair term vanishes for identical draws: the loss is the absolute error per unit of scale
+    assert int(n) == int(pt.obs[:, -H:].sum()) == 72
+    ctx = pt.y[:, -H - C:-H]
+    s = ctx.abs().mean(1).clamp_min(pt.min_scale)
+    want_crps = ((paths[:, 0] - pt.y[:, -H:]).abs() / s[:, None]).sum()
+    torch.testing.assert_close(crps, want_crps, rtol=1e-4, atol=1e-4)
+
+
+def test_multi_step_objectives_train_finite_models_and_check_their_arguments():
+    panel, truth, _ = nb_panel(n=12, t=48)
+    for loss in ("crps", "nll+crps"):
+        m = DeepAR(likelihood="studentT", loss=loss, loss_samples=4, max_epochs=2, validation=False,
+                   **{**FAST, "batches_per_epoch": 5}).fit(panel, 12)
+        hist = m.train_["train"]["history"]
+        assert len(hist) == 2 and all(np.isfinite(h["train_loss"]) for h in hist)
+        assert torch.isfinite(m.predict(panel, 20, seed=0).samples).all()
+    with pytest.raises(ValueError, match="real-valued likelihood"):
+        DeepAR(likelihood="negbin", loss="crps")
+    with pytest.raises(ValueError, match="loss must be"):
+        DeepAR(loss="mse")
+    with pytest.raises(ValueError, match="loss_samples"):
+        DeepAR(loss="crps", loss_samples=1)
+
+
+def test_ensemble_pools_the_members_paths_and_round_trips(tmp_path):
+    panel, _, _ = nb_panel(n=10, t=48)
+    m = DeepAR(likelihood="studentT", ensemble=3, max_epochs=1, validation=False, **FAST).fit(panel, 12)
+    assert len(m.members_) == 3 and m.net_ is m.members_[0]
+    w = [net.head.weight.detach() for net in m.members_]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])  # seeds 0, 1, 2
+    assert len(m.train_["members"]) == 3
+    single = DeepAR(likelihood="studentT", seed=1, max_epochs=1, validation=False, **FAST).fit(panel, 12)
+    torch.testing.assert_close(single.net_.head.weight, m.members_[1].head.weight)  # member k = seed + k
+    fc = m.predict(panel, 10, seed=4)
+    assert fc.samples.shape == (10, 10, 12) and torch.isfinite(fc.samples).all()
+    assert torch.equal(fc.samples, m.predict(panel, 10, seed=4).samples)
+    m.save(tmp_path / "ens.pt")
+    assert torch.equal(DeepAR.load(tmp_path / "ens.pt").predict(panel, 10, seed=4).samples, fc.samples)
+    # 10 paths from 3 members: 4 + 3 + 3, the first member's are its own 4 draws
+    torch.manual_seed(4)
+    from forecasting.models.deepar.sampling import sample_paths
+    own = sample_paths(m.members_[0], m._tensors(panel, 12), m.context_, 12, 4, m.max_rows)
+    got = {tuple(x.tolist()) for x in fc.samples[0]}
+    assert all(tuple(x.tolist()) in got for x in own[0])
+    with pytest.raises(ValueError, match="ensemble"):
+        DeepAR(ensemble=0)

@@ -36,7 +36,18 @@ class DeepAR(Model):
       one-step, teacher-forced NLL of the held-out steps) or ``"crps"`` (the scaled CRPS of
       ``val_samples`` paths sampled over them: what forecasts are scored on, at the cost of sampling
       once per epoch)
-    - ``time_limit``: seconds for the whole fit (split between the two phases when refitting)
+    - ``loss``: the training objective. ``"nll"``: the one-step negative log-likelihood of every
+      window step given the true lags (teacher forcing, DeepAR's). ``"crps"``: ``loss_samples``
+      reparameterised paths are unrolled over the window's last ``horizon`` steps, each draw fed back
+      as the later steps' lags and anchor as when forecasting, and scored by their CRPS per unit of
+      scale (gradients flow through the draws); ``"nll+crps"``: the context steps' NLL plus
+      ``crps_weight`` times that CRPS. The multi-step objectives train the distribution of the
+      paths that will be sampled, not only of one step given the truth; real-valued likelihoods only
+    - ``ensemble``: train this many networks with seeds ``seed, seed + 1, ...`` and draw the
+      samples from all of them (as evenly as possible, in random order); a short-trained DeepAR's
+      accuracy varies with the seed, the pooled paths vary less. Costs ``ensemble`` fits
+    - ``time_limit``: seconds for the whole fit (split between the members, and between the two
+      phases when refitting)
     - ``use_known_covariates``, ``use_static``; ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``);
       ``seed``; ``max_rows``: series x samples unrolled together when sampling; ``sample_dtype``: matmul
       dtype when sampling, ``"float32"`` or ``"bfloat16"`` (opt-in; not faster on this CPU, samples
@@ -53,7 +64,8 @@ class DeepAR(Model):
       device. Under ``torchrun`` (a process group already initialised) every process calls ``fit``
       and they train together.
 
-    Learned state: ``net_``, ``features_``, ``horizon_``, ``context_``, ``train_`` (fit history).
+    Learned state: ``net_`` (the first network), ``members_`` (all of them), ``features_``,
+    ``horizon_``, ``context_``, ``train_`` (fit history; per member under ``"members"`` when several).
     """
 
     name = "deepar"
@@ -66,12 +78,24 @@ class DeepAR(Model):
                  use_static: bool = True, device: str = "auto", seed: int = 0, max_rows: int = 16_384, sample_dtype: str = "float32",
                  anchor: int | str | None = None, profile_group: str | None = None, profile_weight: float = 0.5,
                  num_processes: int = 1, backend: str | None = None, val_metric: str = "nll",
-                 val_samples: int = 16, progress: bool = False):
+                 val_samples: int = 16, loss: str = "nll", loss_samples: int = 8, crps_weight: float = 1.0,
+                 ensemble: int = 1, progress: bool = False):
         from .likelihoods import get_likelihood
-        get_likelihood(likelihood)  # unknown names fail here, not after a long fit
+        lk = get_likelihood(likelihood)  # unknown names fail here, not after a long fit
+        if loss not in ("nll", "crps", "nll+crps"):
+            raise ValueError(f"loss must be 'nll', 'crps' or 'nll+crps', got {loss!r}")
+        if loss != "nll" and lk.count:
+            raise ValueError(f"loss={loss!r} differentiates through sampled paths: it needs a real-valued "
+                             f"likelihood ('studentT' or 'normal'), not {likelihood!r}")
+        if int(loss_samples) < 2:
+            raise ValueError(f"loss_samples must be >= 2, got {loss_samples!r}")
+        if crps_weight <= 0:
+            raise ValueError(f"crps_weight must be > 0, got {crps_weight!r}")
+        self.loss, self.loss_samples, self.crps_weight = loss, int(loss_samples), float(crps_weight)
+        self.ensemble = int(ensemble)
         for arg, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("batch_size", batch_size),
                            ("batches_per_epoch", batches_per_epoch), ("max_epochs", max_epochs),
-                           ("max_rows", max_rows), ("num_processes", num_processes)):
+                           ("max_rows", max_rows), ("num_processes", num_processes), ("ensemble", ensemble)):
             if int(value) < 1:
                 raise ValueError(f"{arg} must be >= 1, got {value!r}")
         if context_length is not None and context_length < 1:
@@ -159,48 +183,56 @@ class DeepAR(Model):
         lk = get_likelihood(self.likelihood)
         self.min_scale_ = 0.1 if lk.count else max(1e-6, 1e-3 * float(obs_abs.mean()))
         pt = self._tensors(panel, horizon)
-        if self.num_processes > 1 and not dist.is_initialized():
-            from .distributed import spawn_fit
-            state, self.train_ = spawn_fit(self, pt, horizon)
-            net = self._new_net(pt, dev)
-            net.load_state_dict(state)
-        else:
-            # one process, or one of a world already launched (e.g. by torchrun): train together
-            world = World(dist.get_rank(), dist.get_world_size(), str(dev)) if dist.is_initialized() else World()
-            net, self.train_ = self._train_phases(pt, horizon, world)
-        self.net_ = net.eval()
+        nets, infos = [], []
+        for seed in range(self.seed, self.seed + self.ensemble):  # members one after another
+            if self.num_processes > 1 and not dist.is_initialized():
+                from .distributed import spawn_fit
+                state, info = spawn_fit(self, pt, horizon, seed)
+                net = self._new_net(pt, dev, seed)
+                net.load_state_dict(state)
+            else:
+                # one process, or one of a world already launched (e.g. by torchrun): train together
+                world = World(dist.get_rank(), dist.get_world_size(), str(dev)) if dist.is_initialized() else World()
+                net, info = self._train_phases(pt, horizon, world, seed)
+            nets.append(net.eval())
+            infos.append(info)
+        self.net_, self.members_ = nets[0], nets
+        self.train_ = infos[0] if len(infos) == 1 else {"members": infos}
         self.train_["fit_seconds"] = time.perf_counter() - t0
         return self
 
-    def _new_net(self, pt: PanelTensors, dev) -> DeepARNetwork:
-        torch.manual_seed(self.seed)
+    def _new_net(self, pt: PanelTensors, dev, seed: int) -> DeepARNetwork:
+        torch.manual_seed(seed)
         return DeepARNetwork(self.features_, pt.calendar.shape[1], self.hidden_size, self.num_layers,
                              self.dropout, self.likelihood, self.cell, anchor=self.anchor).to(dev)
 
-    def _train_phases(self, pt: PanelTensors, horizon: int, world: World) -> tuple[DeepARNetwork, dict]:
-        """Validation (early stopping) and refit, or one training run; returns the net and its history."""
+    def _train_phases(self, pt: PanelTensors, horizon: int, world: World, seed: int) -> tuple[DeepARNetwork, dict]:
+        """Validation (early stopping) and refit, or one training run, of the member with ``seed``;
+        returns the net and its history."""
         dev = pt.y.device
         gen = torch.Generator(device=dev)
-        gen.manual_seed(self.seed)
+        gen.manual_seed(seed)
+        time_limit = None if self.time_limit is None else self.time_limit / self.ensemble
         cfg = TrainConfig(context=self.context_, horizon=horizon, batch_size=self.batch_size,
                           batches_per_epoch=self.batches_per_epoch, max_epochs=self.max_epochs, lr=self.lr,
                           weight_decay=self.weight_decay, clip=self.clip, patience=self.patience,
-                          time_limit=self.time_limit, progress=self.progress, val_metric=self.val_metric,
-                          val_samples=self.val_samples)
+                          time_limit=time_limit, progress=self.progress, val_metric=self.val_metric,
+                          val_samples=self.val_samples, loss=self.loss,
+                          loss_samples=self.loss_samples, crps_weight=self.crps_weight)
         info = {}
         if self.validation:
             # validate on each series' last `horizon` steps; train only on what precedes them
-            if self.refit and self.time_limit is not None:
-                cfg.time_limit = self.time_limit / 2
-            net = self._new_net(pt, dev)
+            if self.refit and time_limit is not None:
+                cfg.time_limit = time_limit / 2
+            net = self._new_net(pt, dev, seed)
             res = train(net, pt, pt.end - horizon, cfg, gen, val=pt, world=world)
             info["validation"] = res.__dict__
             if self.refit:
-                net = self._new_net(pt, dev)
+                net = self._new_net(pt, dev, seed)
                 res2 = train(net, pt, pt.end, cfg, gen, epochs=max(1, res.best_epoch), world=world)
                 info["refit"] = res2.__dict__
         else:
-            net = self._new_net(pt, dev)
+            net = self._new_net(pt, dev, seed)
             res = train(net, pt, pt.end, cfg, gen, world=world)
             info["train"] = res.__dict__
         info["processes"] = world.size
@@ -216,8 +248,20 @@ class DeepAR(Model):
             panel.future_known(H)
         pt = self._tensors(panel, H)
         devices = [dev.index or 0] if dev.type == "cuda" else []
+        members = getattr(self, "members_", [self.net_])
+        K = len(members)
+        counts = [num_samples // K + (k < num_samples % K) for k in range(K)]
+        parts = []
+        base = self.seed if seed is None else seed
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed if seed is None else seed)
-            paths = sample_paths(self.net_, pt, self.context_, H, num_samples, self.max_rows,
-                                 dtype=getattr(self, "sample_dtype", None))
+            for k, (net, n) in enumerate(zip(members, counts)):
+                if n == 0:
+                    continue
+                torch.manual_seed(base + 1_000_003 * k)  # one member: the seed alone decides, as ever
+                parts.append(sample_paths(net, pt, self.context_, H, n, self.max_rows,
+                                          dtype=getattr(self, "sample_dtype", None)))
+            paths = parts[0]
+            if len(parts) > 1:  # mix the members' paths so any first k samples are a random subset
+                perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(base)).to(dev)
+                paths = torch.cat(parts, 1)[:, perm]
         return Forecast(paths, panel.item_ids, panel.forecast_start(), panel.freq)

@@ -19,18 +19,21 @@ import torch.distributed as dist
 
 from .module import DeepARNetwork, PanelTensors, anchor_base, lag_inputs, profile_base, step_inputs
 
-__all__ = ["window_batch", "TrainConfig", "train", "validation_loss", "forecast_crps", "World"]
+__all__ = ["window_batch", "TrainConfig", "train", "validation_loss", "forecast_crps", "World", "sample_crps"]
 
 
 def window_batch(net: DeepARNetwork, pt: PanelTensors, rows: torch.Tensor, t_end: torch.Tensor,
-                 context: int, length: int, limit: torch.Tensor):
+                 context: int, length: int, limit: torch.Tensor, parts: bool = False):
     """Inputs and targets of the windows ``[t_end - length, t_end)`` of series ``rows``.
 
     Values at or after ``limit[row]`` (the training cutoff of each series) and before the grid
     start are unobserved: neither inputs nor targets. The scale is the mean |y| of the first
     ``context`` steps (the series' history mean if they hold nothing).
     Returns dynamic ``[B, W, D]``, static ``[B, Ds]``, y ``[B, W]``, observed ``[B, W]``, scale ``[B]``
-    and the anchor ``[B, W]`` (None without one)."""
+    and the anchor ``[B, W]`` (None without one); with ``parts`` also a dict of what the anchor and
+    the lag inputs are made of (lag values ``lv`` / flags ``lo`` ``[B, W, L]``, and for the profile
+    anchor the lags' indices ``lag_profile`` ``[B, W, L]`` and the steps' own ``profile`` ``[B, W]``),
+    which the multi-step loss re-uses with drawn values in place of the lags inside the horizon."""
     T = pt.y.shape[1]
     pos = t_end[:, None] - length + torch.arange(length, device=rows.device)
     lim = limit[rows, None]
@@ -47,12 +50,16 @@ def window_batch(net: DeepARNetwork, pt: PanelTensors, rows: torch.Tensor, t_end
     lo = pt.obs[rows[:, None, None], lpc] & (lp >= 0) & (lp < lim[..., None])
     dyn = torch.cat([lag_inputs(lv, lo, s[:, None, None]), step_inputs(pt, rows, pos)], -1)
     static = net.static(pt.codes[rows], pt.reals[rows], s)
+    extra = {"lv": lv, "lo": lo}
     if net.anchor == "profile":
         prof = pt.profile
-        base = profile_base(lv, lo, prof[rows[:, None, None], lp.clamp(0, prof.shape[1] - 1)],
-                            prof[r2, pos.clamp(0, prof.shape[1] - 1)], net.lags, pt.series_scale[rows, None])
+        extra["lag_profile"] = prof[rows[:, None, None], lp.clamp(0, prof.shape[1] - 1)]
+        extra["profile"] = prof[r2, pos.clamp(0, prof.shape[1] - 1)]
+        base = profile_base(lv, lo, extra["lag_profile"], extra["profile"], net.lags, pt.series_scale[rows, None])
     else:
         base = anchor_base(lv, lo, net.lags, net.anchor)
+    if parts:
+        return dyn, static, y, o, s, base, extra
     return dyn, static, y, o, s, base
 
 
@@ -100,6 +107,68 @@ def _nll_sum(net, dyn, static, y, o, s, base=None, weight=None):
     return -(lp * m).sum(), m.sum()
 
 
+def sample_crps(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Unbiased ensemble CRPS of draws ``x`` ``[B, S, H]`` against ``y`` ``[B, H]`` -> ``[B, H]``:
+    ``E|X - y| - E|X - X'| / 2`` with the pairwise term over distinct draws (the "fair" CRPS, whose
+    expectation is minimised by the true distribution for any ``S >= 2``). Differentiable in ``x``."""
+    S = x.shape[1]
+    first = (x - y[:, None]).abs().mean(1)
+    pair = (x[:, :, None] - x[:, None]).abs().sum((1, 2)) / (S * (S - 1))
+    return first - 0.5 * pair
+
+
+def _multi_step_sum(net: DeepARNetwork, pt: PanelTensors, rows: torch.Tensor, t_end: torch.Tensor,
+                    cfg: "TrainConfig", limit: torch.Tensor):
+    """The multi-step loss of windows ``[t_end - context - horizon, t_end)``: teacher-forced over the
+    context (its NLL sum and count when ``cfg.loss`` has ``nll``), then ``cfg.loss_samples``
+    reparameterised paths unrolled over the horizon, each drawn value fed back as the lags and the
+    anchor of later steps exactly as when forecasting, scored by their CRPS per unit of the window's
+    scale. Gradients flow through the draws, so the network learns the distribution of the paths it
+    will sample, not only of one step given the truth (exposure bias).
+
+    Returns ``(loss sum, count)`` pairs for the NLL part and the CRPS part, and the paths ``[B, S,
+    H]``. A Python loop over the
+    horizon's steps: each step needs the draws of the one before (as in sampling)."""
+    C, H, S = cfg.context, cfg.horizon, cfg.loss_samples
+    dyn, static, y, o, s, base, ex = window_batch(net, pt, rows, t_end, C, C + H, limit, parts=True)
+    B, L = dyn.shape[0], net.lags.numel()
+    raw, state = net(dyn[:, :C], static)
+    nll_sum, nll_n = torch.zeros((), device=y.device), torch.zeros((), device=y.device, dtype=torch.long)
+    if "nll" in cfg.loss:
+        d = net.likelihood.distribution(raw, s[:, None], None if base is None else base[:, :C])
+        lp = d.log_prob(torch.where(o[:, :C], y[:, :C], torch.zeros_like(y[:, :C])))
+        nll_sum, nll_n = -(lp * o[:, :C]).sum(), o[:, :C].sum()
+    rep = lambda x: x.repeat_interleave(S, 0)  # noqa: E731  samples of a window adjacent
+    state = tuple(h.repeat_interleave(S, 1) for h in state) if isinstance(state, tuple) else state.repeat_interleave(S, 1)
+    st, sr = rep(static), rep(s)
+    lv, lo, rest = rep(ex["lv"][:, C:]), rep(ex["lo"][:, C:]), rep(dyn[:, C:, 2 * L:])
+    if net.anchor == "profile":
+        lprof, prof, sscale = rep(ex["lag_profile"][:, C:]), rep(ex["profile"][:, C:]), rep(pt.series_scale[rows])
+    lags = net.lags
+    drawn: list[torch.Tensor] = []
+    for t in range(H):
+        vals, obs = lv[:, t], lo[:, t]
+        k = (lags <= t).nonzero().squeeze(1)
+        if k.numel():
+            # lags that reach inside the horizon read the draws (one gather over the steps so far)
+            past = torch.stack(drawn, 1)  # [BS, t]
+            vals = vals.clone()
+            vals[:, k] = past[:, t - lags[k]]
+            obs = obs.clone()
+            obs[:, k] = True
+        x = torch.cat([lag_inputs(vals, obs, sr[:, None]), rest[:, t]], -1)
+        r, state = net(x[:, None], st, state)
+        if net.anchor == "profile":
+            b = profile_base(vals, obs, lprof[:, t], prof[:, t], lags, sscale)
+        else:
+            b = anchor_base(vals, obs, lags, net.anchor)
+        drawn.append(net.likelihood.distribution(r[:, 0], sr, b).rsample())
+    paths = torch.stack(drawn, 1).view(B, S, H)
+    m = o[:, C:]
+    score = sample_crps(paths, torch.where(m, y[:, C:], torch.zeros_like(y[:, C:]))) / s[:, None]
+    return (nll_sum, nll_n), ((score * m).sum(), m.sum()), paths
+
+
 def _nll(net, dyn, static, y, o, s, base=None, weight=None):
     total, n = _nll_sum(net, dyn, static, y, o, s, base, weight)
     return total / n.clamp_min(1)
@@ -120,6 +189,9 @@ class TrainConfig:
     progress: bool = False
     val_metric: str = "nll"  # "nll": one-step NLL (teacher-forced); "crps": CRPS of sampled paths
     val_samples: int = 16
+    loss: str = "nll"  # "nll": teacher-forced one-step; "crps" / "nll+crps": multi-step (see _multi_step_sum)
+    loss_samples: int = 8
+    crps_weight: float = 1.0  # of the CRPS part in "nll+crps"
 
 
 @dataclass
@@ -224,9 +296,14 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
             rows = torch.randint(0, N, (cfg.batch_size,), generator=gen, device=dev)
             t_end = lo[rows] + (torch.rand(cfg.batch_size, generator=gen, device=dev) * span[rows]).long()
             rows, t_end = world.shard(rows), world.shard(t_end)
-            total, n = _nll_sum(net, *window_batch(net, pt, rows, t_end, cfg.context, length, limit))
-            n_all = world.sum(n.detach().clone()).clamp_min(1)
-            loss = total / n_all
+            if cfg.loss == "nll":
+                total, n = _nll_sum(net, *window_batch(net, pt, rows, t_end, cfg.context, length, limit))
+                n_all = world.sum(n.detach().clone()).clamp_min(1)
+                loss = total / n_all
+            else:  # each part averaged over the whole (global) batch's count, then weighted
+                (a, na), (c, nc), _ = _multi_step_sum(net, pt, rows, t_end, cfg, limit)
+                n_all = world.sum(torch.stack([na, nc]).detach().clone()).clamp_min(1)
+                loss = cfg.crps_weight * c / n_all[1] + (a / n_all[0] if "nll" in cfg.loss else 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             world.sum_grads(net)
