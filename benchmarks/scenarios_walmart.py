@@ -421,12 +421,12 @@ def choose(paths: list[str]) -> dict:
             if name == "independent":
                 continue
             ratios = {k: res[k] / m["independent"][k] for k in MV_KEYS}
+            cmp = [_vs_independent(res[k], m["independent"][k]) for k in MV_KEYS]
             store = next(x for x in res["levels"] if x["level"] == "Store")
             table[f"{name}:{r['transform']}"] = {
                 "spec": name, "family": SPECS[name][0], "transform": r["transform"],
                 "mean_relative_score": float(np.mean(list(ratios.values()))),
-                "blocks_below_independent": int(sum(v < 1 for v in ratios.values())),
-                "blocks_equal_independent": int(sum(v == 1 for v in ratios.values())),
+                "blocks_below_independent": cmp.count(-1), "blocks_equal_independent": cmp.count(0),
                 "relative_scores": ratios, "store_crps": store["crps"], "store_coverage_80": store["coverage_80"],
                 "model": r["model"], "command": r["command"]}
     chosen = {}

@@ -485,35 +485,38 @@ class GaussianCopula(_Reordering):
         return out
 
     def _factors(self, num_samples: int, g: torch.Generator) -> torch.Tensor:
-        """``[r, H, S]`` factor paths shared by every series."""
+        """``[r (+ G), H, S]`` factor paths shared by every series, then those of the groups."""
         r, H = self.loadings_.shape[1], self.horizon_
-        return self.factor_sqrt_ @ torch.randn(r, H, num_samples, generator=g)
-
-    def _group_factors(self, num_samples: int, g: torch.Generator) -> torch.Tensor | None:
-        """``[G, H, S]`` group factor paths (None without ``groups``)."""
+        f = self.factor_sqrt_ @ torch.randn(r, H, num_samples, generator=g)
         if self.groups is None:
-            return None
-        return self.group_sqrt_ @ torch.randn(len(self.groups_), self.horizon_, num_samples, generator=g)
+            return f
+        return torch.cat([f, self.group_sqrt_ @ torch.randn(len(self.groups_), H, num_samples, generator=g)])
 
-    def _normal_t(self, f: torch.Tensor, rows, g: torch.Generator, fg: torch.Tensor | None = None) -> torch.Tensor:
-        """``[n, H, S]`` Gaussian draws of the series ``rows`` given the factor paths ``f`` (and the
-        group factor paths ``fg``)."""
-        L, d = self.loadings_[rows], self.idiosyncratic_[rows]
-        n, (r, H, S) = L.shape[0], f.shape
+    def _loadings(self, rows) -> torch.Tensor:
+        """``[n, r (+ G)]`` loadings of the series ``rows`` on the factors of :meth:`_factors`: a group
+        factor loads only on its own series, so the group part is one-hot (one matrix product for
+        all factors instead of a gather of group paths per series)."""
+        L = self.loadings_[rows]
+        if self.groups is None:
+            return L
+        onehot = torch.nn.functional.one_hot(self.group_codes_[rows], len(self.groups_)).to(L.dtype)
+        return torch.cat([L, onehot * self.group_loadings_[rows][:, None]], 1)
+
+    def _normal_t(self, f: torch.Tensor, rows, g: torch.Generator) -> torch.Tensor:
+        """``[n, H, S]`` Gaussian draws of the series ``rows`` given the factor paths ``f``."""
+        d = self.idiosyncratic_[rows]
+        n, (k, H, S) = d.shape[0], f.shape
         z = self.idiosyncratic_sqrt_ @ torch.randn(n, H, S, generator=g)
         z.mul_(d.sqrt()[:, None, None])
-        if r:
-            z += (L @ f.reshape(r, -1)).view(n, H, S)
-        if fg is not None:
-            z += self.group_loadings_[rows][:, None, None] * fg[self.group_codes_[rows]]
+        if k:
+            z.view(n, H * S).addmm_(self._loadings(rows), f.reshape(k, H * S))  # in place: no [n, H, S] temporary
         return z
 
     def sample_normal(self, num_samples: int, seed: int | None = None, rows=None) -> torch.Tensor:
         """Draws ``[N, S, H]`` from the copula's Gaussian (unit variance at every point)."""
         g = _generator(seed)
         rows = torch.arange(len(self.item_ids_)) if rows is None else torch.as_tensor(rows)
-        f = self._factors(num_samples, g)
-        return self._normal_t(f, rows, g, self._group_factors(num_samples, g)).transpose(1, 2)
+        return self._normal_t(self._factors(num_samples, g), rows, g).transpose(1, 2)
 
     def apply(self, samples: torch.Tensor, seed: int | None = None, item_ids: pd.Index | None = None,
               progress: bool = False) -> torch.Tensor:
@@ -523,11 +526,10 @@ class GaussianCopula(_Reordering):
         n, s, h = samples.shape
         g = _generator(seed)
         f = self._factors(s, g)
-        fg = self._group_factors(s, g)
         out = torch.empty_like(samples)
         # chunks of series bound memory; the factor paths are shared by all chunks
         for sl in tqdm(_chunks(n, s, h), disable=not progress, desc="copula", leave=False):
-            z = self._normal_t(f, rows[sl], g, fg)  # [n, H, S]
+            z = self._normal_t(f, rows[sl], g)  # [n, H, S]
             if self.paths:
                 out[sl] = pair_paths(samples[sl], z.sum(1))
                 continue

@@ -179,12 +179,24 @@ class Hierarchy:
         return out.index_add_(0, codes, x)
 
     def aggregate(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{level: [G, ...]}`` sums of ``x`` ``[N, ...]`` at every level."""
-        return {lv: self.aggregate_level(x, lv) for lv in self.levels}
+        """``{level: [G, ...]}`` sums of ``x`` ``[N, ...]`` at every level. In a nested hierarchy
+        each level after the first is summed from the one before (G rows instead of N)."""
+        out: dict[str, torch.Tensor] = {}
+        prev = None
+        for lv in self.levels:
+            if self.nested and prev is not None:
+                parent = torch.zeros(len(self._groups[prev]), dtype=torch.long)
+                parent[self._codes[prev]] = self._codes[lv]  # the group of each finer group
+                acc = torch.zeros((len(self._groups[lv]), *x.shape[1:]), dtype=x.dtype, device=x.device)
+                out[lv] = acc.index_add_(0, parent.to(x.device), out[prev])
+            else:
+                out[lv] = self.aggregate_level(x, lv)
+            prev = lv
+        return out
 
     def aggregate_all(self, x: torch.Tensor) -> torch.Tensor:
         """Every aggregate node stacked (``[G_total, ...]`` in :meth:`node_ids` order)."""
-        return torch.cat([self.aggregate_level(x, lv) for lv in self.levels])
+        return torch.cat(list(self.aggregate(x).values()))
 
     def _group_start(self, start: pd.DatetimeIndex, level: str) -> pd.DatetimeIndex:
         codes = self._codes[level].numpy()

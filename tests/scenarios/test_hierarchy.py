@@ -100,3 +100,13 @@ def test_level_metrics_per_level(panel_truth):
     assert list(lm.points) == [71, 18, 12, 6]
     with pytest.raises(ScenarioError, match="truth shape"):
         level_metrics(sc, hier, truth[:, :3])
+
+
+def test_nested_levels_summed_from_the_level_below_equal_direct_sums(panel_truth):
+    panel, _ = panel_truth
+    x = torch.randn(panel.num_series, 7, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for nested in (True, False):
+        hier = Hierarchy.from_panel(panel, ["store", "region"], nested=nested)
+        got = hier.aggregate(x)
+        for lv in hier.levels:
+            assert torch.allclose(got[lv], hier.aggregate_level(x, lv), atol=1e-12)
