@@ -454,6 +454,20 @@ def _stream_result(args) -> dict:
             "scenarios": args.stream_scenarios, "chunk": args.stream_chunk}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB. Linux: VmHWM of its own address space, because
+    ``ru_maxrss`` of a process started by ``subprocess`` (vfork + exec) also holds the peak of the
+    parent's address space at the exec (measured: 6.1 GB reported for a 1.6 GB streaming child of
+    a 6 GB parent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def stream_child(args) -> int:
     """Generate and write the streamed scenarios (run in a fresh process to measure its peak RSS)."""
     torch.set_num_threads(1)
@@ -468,7 +482,7 @@ def stream_child(args) -> int:
     timer = Timer()
     path = write_parquet(args.stream_path, stream, chunk_size=args.stream_chunk)
     t = timer.stop()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"rows": stream.num_scenarios * stream.num_series * stream.horizon,
                       "series_including_aggregates": stream.num_series, "file_gb": round(path.stat().st_size / 1e9, 2),
                       "peak_rss_mb": round(peak_mb), **t}))
