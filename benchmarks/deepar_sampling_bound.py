@@ -7,7 +7,10 @@ Both unroll ``series x samples`` rows for the walmart horizon (39 steps): ours t
 as one block of buffer rows, likelihood sampling), the bound as 39 single-step calls of an
 ``nn.LSTM`` with our network's input width, hidden size and layers. A fraction above 1 means ours
 is faster than the bare unroll (it does less work: see ``sampling.py``). ``--dtype bfloat16``
-times the opt-in bfloat16 matmuls. Writes ``benchmarks/results/deepar_sampling_bound.json``.
+times the opt-in bfloat16 matmuls. ``--peer`` also times, in the same process, the GluonTS DeepAR
+peer's predictor (fev-bench's settings: 2 x 40 LSTM, 250 paths drawn together) and ours, both end
+to end through ``predict`` on the same series and number of paths. Writes
+``benchmarks/results/deepar_sampling_bound.json`` (``..._peer.json`` with ``--peer``).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--peer", action="store_true", help="also time the GluonTS peer's predictor and ours end to end")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,16 +73,28 @@ def main(argv=None):
                 _, state = lstm(xi, state)
 
     bound = best(bare)
+    peer_part = {}
+    if args.peer:  # both fitted for a few steps only: prediction cost does not depend on the weights
+        from forecasting.models.gluonts_deepar import GluonTSDeepAR
+        peer = GluonTSDeepAR.fev(H, max_epochs=1, num_batches_per_epoch=5, validation=False).fit(panel, H)
+        ours_e2e = best(lambda: model.predict(panel, args.samples, seed=0))
+        peer_e2e = best(lambda: peer.predict(panel, args.samples, seed=0))
+        peer_part = {"ours_predict_seconds": round(ours_e2e, 3), "peer_predict_seconds": round(peer_e2e, 3),
+                     "ours_predict_throughput": round(rows * H / ours_e2e),
+                     "peer_predict_throughput": round(rows * H / peer_e2e),
+                     "throughput_ratio_vs_peer": round(peer_e2e / ours_e2e, 3),
+                     "peer": "GluonTSDeepAR.fev(h): 2 x 40 LSTM, Student-t, lags 1-8, 12, 51-53, 103-105, 155-157, "
+                             "250 paths drawn together (num_parallel_samples)"}
     result = {
         "rows": rows, "series": args.series, "samples": args.samples, "horizon": H, "dtype": args.dtype,
         "hidden_size": model.hidden_size, "num_layers": model.num_layers, "input_width": width,
         "ours_seconds": round(ours, 3), "bare_lstm_seconds": round(bound, 3),
         "ours_throughput": round(rows * H / ours), "bare_lstm_throughput": round(rows * H / bound),
-        "fraction_of_bound": round(bound / ours, 3),
+        "fraction_of_bound": round(bound / ours, 3), **peer_part,
         "threads": torch.get_num_threads(), "load_average": [round(x, 2) for x in os.getloadavg()],
         "environment": environment(),
     }
-    out = Path(__file__).parent / "results" / "deepar_sampling_bound.json"
+    out = Path(__file__).parent / "results" / ("deepar_sampling_bound_peer.json" if args.peer else "deepar_sampling_bound.json")
     atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
     print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=1))
 
