@@ -13,10 +13,10 @@ between the full and the reduced distribution.
 
 Weights that keep means (``match=``): the transport weights keep the full set's distribution
 approximately, but not the means of what a simulator sums (demand, and how far it runs above or
-below the stock a policy holds), and a KPI mean inherits that error. :func:`match_weights` moves the weights as little as possible (in
-Kullback-Leibler divergence from the transport weights) so that the weighted means of chosen
-scenario features equal the full set's: an exponential tilt w_k ~ q_k exp(phi_k . lambda), with
-lambda from a few Newton steps on the convex dual. Weights stay positive and sum to 1; the means
+below the stock a policy holds), and a KPI mean inherits that error. :func:`match_weights` moves
+the weights as little as possible (in Kullback-Leibler divergence from the transport weights) so
+that the weighted means of chosen scenario features equal the full set's: an exponential tilt
+w_k ~ q_k exp(phi_k . lambda), with lambda from a few Newton steps on the convex dual. Weights stay positive and sum to 1; the means
 are matched exactly when the full set's means lie inside the convex hull of the kept scenarios'
 features (a ridge keeps the solution finite when they do not).
 """

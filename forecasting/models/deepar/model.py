@@ -75,7 +75,8 @@ class DeepAR(Model):
                  batch_size: int = 128, batches_per_epoch: int = 100, max_epochs: int = 100, lr: float = 1e-3,
                  weight_decay: float = 1e-8, clip: float = 10.0, validation: bool = True, refit: bool = True,
                  patience: int | None = 10, time_limit: float | None = None, use_known_covariates: bool = True,
-                 use_static: bool = True, device: str = "auto", seed: int = 0, max_rows: int = 16_384, sample_dtype: str = "float32",
+                 use_static: bool = True, device: str = "auto", seed: int = 0, max_rows: int = 16_384,
+                 sample_dtype: str = "float32",
                  anchor: int | str | None = None, profile_group: str | None = None, profile_weight: float = 0.5,
                  num_processes: int = 1, backend: str | None = None, val_metric: str = "nll",
                  val_samples: int = 16, loss: str = "nll", loss_samples: int = 8, crps_weight: float = 1.0,
@@ -183,16 +184,17 @@ class DeepAR(Model):
         lk = get_likelihood(self.likelihood)
         self.min_scale_ = 0.1 if lk.count else max(1e-6, 1e-3 * float(obs_abs.mean()))
         pt = self._tensors(panel, horizon)
+        spawn = self.num_processes > 1 and not dist.is_initialized()
+        # one process, or one of a world already launched (e.g. by torchrun): train together
+        world = World(dist.get_rank(), dist.get_world_size(), str(dev)) if dist.is_initialized() else World()
         nets, infos = [], []
         for seed in range(self.seed, self.seed + self.ensemble):  # members one after another
-            if self.num_processes > 1 and not dist.is_initialized():
+            if spawn:
                 from .distributed import spawn_fit
                 state, info = spawn_fit(self, pt, horizon, seed)
                 net = self._new_net(pt, dev, seed)
                 net.load_state_dict(state)
             else:
-                # one process, or one of a world already launched (e.g. by torchrun): train together
-                world = World(dist.get_rank(), dist.get_world_size(), str(dev)) if dist.is_initialized() else World()
                 net, info = self._train_phases(pt, horizon, world, seed)
             nets.append(net.eval())
             infos.append(info)

@@ -16,7 +16,7 @@ from .features import FeatureSpec
 from .likelihoods import get_likelihood
 
 __all__ = ["DeepARNetwork", "PanelTensors", "squash", "lag_inputs", "step_inputs", "anchor_base", "profile_base",
-           "ProfileHistory", "PROFILE_LEVEL_LAGS"]
+           "ProfileHistory", "PROFILE_LEVEL_LAGS", "read_draws"]
 
 #: the level of ``anchor="profile"`` is the mean of the deseasonalised lags up to this many steps
 PROFILE_LEVEL_LAGS = 13
@@ -102,6 +102,19 @@ def profile_base(values: torch.Tensor, observed: torch.Tensor, lag_profile: torc
     return s * (level + profile - 1)
 
 
+def read_draws(values: torch.Tensor, observed: torch.Tensor, drawn: torch.Tensor, lags: torch.Tensor,
+               t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lag values ``[R, L]`` and flags of forecast step ``t`` with the lags that reach inside the
+    forecast (``lag <= t``) read from the values drawn so far, ``drawn`` ``[R, >= t]`` (observed)."""
+    k = (lags <= t).nonzero().squeeze(1)
+    if k.numel() == 0:
+        return values, observed
+    values, observed = values.clone(), observed.clone()
+    values[:, k] = drawn[:, t - lags[k]]
+    observed[:, k] = True
+    return values, observed
+
+
 @dataclass
 class ProfileHistory:
     """What ``anchor="profile"`` needs to unroll ``H`` forecast steps of ``n`` series: for each step
@@ -135,15 +148,8 @@ class ProfileHistory:
         """The anchor of step ``t`` for the ``n * S`` rows (samples of a series adjacent), given the
         values drawn so far ``drawn`` ``[n * S, >= t]``: lags ``<= t`` read the draws."""
         R = drawn.shape[0]
-        vals = self.values[:, t].repeat_interleave(S, 0)  # [R, Ls]
-        obs = self.observed[:, t].repeat_interleave(S, 0)
-        inside = self.lags <= t
-        if bool(inside.any()):
-            k = inside.nonzero().squeeze(1)
-            vals = vals.clone()
-            vals[:, k] = drawn[:, t - self.lags[k]]
-            obs = obs.clone()
-            obs[:, k] = True
+        vals, obs = read_draws(self.values[:, t].repeat_interleave(S, 0), self.observed[:, t].repeat_interleave(S, 0),
+                               drawn, self.lags, t)  # [R, Ls]
         return profile_base(vals, obs, self.lag_profile[:, t].repeat_interleave(S, 0),
                             self.profile[:, t].repeat_interleave(S, 0), self.lags,
                             self.scale.repeat_interleave(S, 0)).view(R)

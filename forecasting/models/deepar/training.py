@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from .module import DeepARNetwork, PanelTensors, anchor_base, lag_inputs, profile_base, step_inputs
+from .module import DeepARNetwork, PanelTensors, anchor_base, lag_inputs, profile_base, read_draws, step_inputs
 
 __all__ = ["window_batch", "TrainConfig", "train", "validation_loss", "forecast_crps", "World", "sample_crps"]
 
@@ -126,9 +126,9 @@ def _multi_step_sum(net: DeepARNetwork, pt: PanelTensors, rows: torch.Tensor, t_
     scale. Gradients flow through the draws, so the network learns the distribution of the paths it
     will sample, not only of one step given the truth (exposure bias).
 
-    Returns ``(loss sum, count)`` pairs for the NLL part and the CRPS part, and the paths ``[B, S,
-    H]``. A Python loop over the
-    horizon's steps: each step needs the draws of the one before (as in sampling)."""
+    Returns ``(loss sum, count)`` pairs for the NLL part and the CRPS part, and the paths
+    ``[B, S, H]``. A Python loop over the horizon's steps: each step needs the draws of the one
+    before (as in sampling)."""
     C, H, S = cfg.context, cfg.horizon, cfg.loss_samples
     dyn, static, y, o, s, base, ex = window_batch(net, pt, rows, t_end, C, C + H, limit, parts=True)
     B, L = dyn.shape[0], net.lags.numel()
@@ -139,7 +139,10 @@ def _multi_step_sum(net: DeepARNetwork, pt: PanelTensors, rows: torch.Tensor, t_
         lp = d.log_prob(torch.where(o[:, :C], y[:, :C], torch.zeros_like(y[:, :C])))
         nll_sum, nll_n = -(lp * o[:, :C]).sum(), o[:, :C].sum()
     rep = lambda x: x.repeat_interleave(S, 0)  # noqa: E731  samples of a window adjacent
-    state = tuple(h.repeat_interleave(S, 1) for h in state) if isinstance(state, tuple) else state.repeat_interleave(S, 1)
+    if isinstance(state, tuple):  # LSTM (h, c); a GRU's state is one tensor
+        state = tuple(h.repeat_interleave(S, 1) for h in state)
+    else:
+        state = state.repeat_interleave(S, 1)
     st, sr = rep(static), rep(s)
     lv, lo, rest = rep(ex["lv"][:, C:]), rep(ex["lo"][:, C:]), rep(dyn[:, C:, 2 * L:])
     if net.anchor == "profile":
@@ -147,15 +150,7 @@ def _multi_step_sum(net: DeepARNetwork, pt: PanelTensors, rows: torch.Tensor, t_
     lags = net.lags
     drawn: list[torch.Tensor] = []
     for t in range(H):
-        vals, obs = lv[:, t], lo[:, t]
-        k = (lags <= t).nonzero().squeeze(1)
-        if k.numel():
-            # lags that reach inside the horizon read the draws (one gather over the steps so far)
-            past = torch.stack(drawn, 1)  # [BS, t]
-            vals = vals.clone()
-            vals[:, k] = past[:, t - lags[k]]
-            obs = obs.clone()
-            obs[:, k] = True
+        vals, obs = read_draws(lv[:, t], lo[:, t], torch.stack(drawn, 1) if drawn else None, lags, t)
         x = torch.cat([lag_inputs(vals, obs, sr[:, None]), rest[:, t]], -1)
         r, state = net(x[:, None], st, state)
         if net.anchor == "profile":
