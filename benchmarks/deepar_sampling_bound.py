@@ -26,7 +26,7 @@ import forecasting
 from forecasting.evaluation.backtest import environment
 from forecasting.forecast import atomic_write
 from forecasting.models.deepar import DeepAR
-from forecasting.models.deepar.sampling import sample_paths
+from forecasting.models.deepar.sampling import default_max_rows, sample_paths
 
 
 def main(argv=None):
@@ -37,6 +37,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--max-rows", type=int, default=None,
+                    help="series x samples per chunk, ours and the bare LSTM's (None: DeepAR's default)")
     ap.add_argument("--peer", action="store_true", help="also time the GluonTS peer's predictor and ours end to end")
     args = ap.parse_args(argv)
     if args.threads:
@@ -45,7 +47,8 @@ def main(argv=None):
     window = ds.windows()[0]
     panel = window.train.select(range(args.series))
     H = ds.task.horizon
-    model = DeepAR(max_epochs=1, batches_per_epoch=5, validation=False, device="cpu").fit(panel, H)
+    model = DeepAR(max_epochs=1, batches_per_epoch=5, validation=False, device="cpu",
+                   **({"max_rows": args.max_rows} if args.max_rows else {})).fit(panel, H)
     pt = model._tensors(panel, H)
     net = model.net_
     rows = args.series * args.samples
@@ -62,7 +65,7 @@ def main(argv=None):
     ours = best(lambda: sample_paths(net, pt, model.context_, H, args.samples, model.max_rows, dtype=args.dtype))
     width = net.num_dynamic + net.num_static
     lstm = torch.nn.LSTM(width, model.hidden_size, model.num_layers, batch_first=True).eval()
-    x = torch.randn(16_384, 1, width)
+    x = torch.randn(model.max_rows or default_max_rows("cpu"), 1, width)
 
     @torch.no_grad()
     def bare():

@@ -193,3 +193,30 @@ def test_default_history_is_capped_for_long_high_frequency_series():
     assert default_history("W-FRI") == 1000 and default_history("MS") == 1000
     assert default_history("h") == 8 * 168 and default_history("30min") == 8 * 336
     assert default_history("D") == 8 * 365
+
+
+def test_student_t_level_and_smooth_season_options():
+    """``level_df`` (Student-t level innovations) and ``season_smooth`` (a random-walk prior across
+    neighbouring seasonal positions) fit and forecast finitely; the smoothness prior makes the
+    fitted profile smoother; bad values error clearly."""
+    from forecasting.models.statespace.model import _roughness
+    s = torch.tensor([[0.0, 1.0, 3.0, 0.0]])
+    # circular differences 0-0, 1-0, 3-1, 0-3 -> squares 0, 1, 4, 9 = 14; / (2 * 0.5^2)
+    assert _roughness(s, 0.5).item() == pytest.approx(-14 / 0.5)
+    panel, _, _ = gaussian_panel(n=12, t=48)
+
+    def roughness(m):
+        prof = m.guide_.median(m.design_, m.structure)["month_group"]  # [groups, 12]
+        return float((prof - prof.roll(1, -1)).pow(2).sum())
+
+    kw = dict(likelihood="normal", trend=False, group="family", num_steps=150, lr=0.05, device="cpu")
+    plain = StateSpace(**kw).fit(panel, 12)
+    smooth = StateSpace(season_smooth=0.05, **kw).fit(panel, 12)
+    assert roughness(smooth) < 0.5 * roughness(plain)
+    heavy = StateSpace(level_df=3.0, **kw).fit(panel, 12)
+    assert heavy.structure.level_df == 3.0
+    assert torch.isfinite(heavy.predict(panel, 20, seed=0).samples).all()
+    with pytest.raises(ValueError, match="level_df"):
+        StateSpace(level_df=0)
+    with pytest.raises(ValueError, match="season_smooth"):
+        StateSpace(season_smooth=-1.0)

@@ -31,7 +31,15 @@ import torch
 from .module import DeepARNetwork, PanelTensors, ProfileHistory, lag_inputs, squash, step_inputs
 from .training import window_batch
 
-__all__ = ["sample_paths", "FastStep"]
+__all__ = ["sample_paths", "FastStep", "default_max_rows"]
+
+
+def default_max_rows(device) -> int:
+    """Series x samples unrolled together when ``max_rows`` is None: 4,096 on the CPU (a step's
+    gate buffer, 4 x hidden x rows floats, then stays in a core's L2 cache: measured 1.3x faster
+    than 16,384 on the synthetic M5 panel and on walmart; 2,048 is no faster), 262,144 on a GPU
+    (big launches; the state of a row is a few hundred bytes)."""
+    return 4_096 if torch.device(device).type == "cpu" else 262_144
 
 
 class FastStep:
@@ -171,7 +179,7 @@ class FastStep:
 
 @torch.no_grad()
 def sample_paths(net: DeepARNetwork, pt: PanelTensors, context: int, horizon: int, num_samples: int,
-                 max_rows: int = 16_384, dtype: torch.dtype | str | None = None,
+                 max_rows: int | None = None, dtype: torch.dtype | str | None = None,
                  workers: int | None = None) -> torch.Tensor:
     """``[N, num_samples, horizon]`` paths after each series' end.
 
@@ -179,8 +187,8 @@ def sample_paths(net: DeepARNetwork, pt: PanelTensors, context: int, horizon: in
     samples of a series share one state for as long as their drawn paths agree (the first step
     always, an intermittent series' zeros often for several steps), so only distinct prefixes are
     computed; the draws are those of one state per sample. Series are processed in chunks of
-    ``max_rows // num_samples`` so that memory stays bounded on any device and the step's
-    buffers stay in cache.
+    ``max_rows // num_samples`` (None: ``default_max_rows`` of the device) so that memory stays
+    bounded on any device and the step's buffers stay in cache.
 
     On the CPU, chunks run in ``workers`` threads (None: ``torch.get_num_threads()``), each on
     one core (torch's intra-op threads are set to 1 meanwhile and restored): whole chunks in
@@ -203,7 +211,7 @@ def sample_paths(net: DeepARNetwork, pt: PanelTensors, context: int, horizon: in
     Z = H + 1  # rows of drawn values in the buffer (see FastStep.step_weights)
     weights = [None] + [proto.step_weights(lags, t, Z) for t in range(1, H)]
     out = torch.empty(N, S, H, device=dev)
-    chunk = max(1, max_rows // S)
+    chunk = max(1, (max_rows or default_max_rows(dev)) // S)
     steps = torch.arange(H, device=dev)
     lik, anchor = net.likelihood, net.anchor
     # per step t: lag l reads the history where l > t, a drawn value where l <= t

@@ -67,7 +67,8 @@ class StateSpace(Model):
                  level_prior_scale: float = 1.0,
                  noise_prior: float = -1.0, season_spread: float = 0.5, coef_scale: float = 0.5,
                  coef_spread: float = 0.2, device: str = "auto", seed: int = 0, max_elements: int = 2 ** 25,
-                 time_reparam: str | None = None, jit: bool = True, progress: bool = False):
+                 time_reparam: str | None = None, jit: bool = True, progress: bool = False,
+                 level_df: float | None = None, season_smooth: float | None = None):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
         for arg, value in (("num_steps", num_steps), ("max_elements", max_elements)):
@@ -93,6 +94,12 @@ class StateSpace(Model):
         if time_reparam not in (None, "dct"):
             raise ValueError(f"time_reparam must be None or 'dct', got {time_reparam!r}")
         self.time_reparam = time_reparam
+        if level_df is not None and not float(level_df) > 0:
+            raise ValueError(f"level_df must be > 0 degrees of freedom or None, got {level_df!r}")
+        self.level_df = None if level_df is None else float(level_df)
+        if season_smooth is not None and not float(season_smooth) > 0:
+            raise ValueError(f"season_smooth must be > 0 or None, got {season_smooth!r}")
+        self.season_smooth = None if season_smooth is None else float(season_smooth)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -102,7 +109,8 @@ class StateSpace(Model):
     @property
     def structure(self) -> Structure:
         return Structure(self.likelihood, self.trend, self.level_prior, getattr(self, "level_prior_scale", 1.0),
-                         self.noise_prior, self.season_spread, self.coef_scale, self.coef_spread)
+                         self.noise_prior, self.season_spread, self.coef_scale, self.coef_spread,
+                         getattr(self, "level_df", None), getattr(self, "season_smooth", None))
 
     def _groups(self, panel: Panel) -> tuple[torch.Tensor, int, pd.Index]:
         if self.group is None:

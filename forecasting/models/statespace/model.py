@@ -4,6 +4,7 @@ For series ``n`` (pooling group ``g = group[n]``) and step ``t`` of its right-al
 
     mean[n, t] = level[n, t] + sum_p season_p[n, pos_p[n, t]] + fourier[n, t] . a[n] + x[n, t] . beta[n]
     level[n, t] = level[n, t-1] + slope[n, t-1] + sigma_level[n] * eta[n, t]          (local level)
+    eta ~ Normal(0, 1), or StudentT(level_df, 0, 1): occasional level shifts without a wide level noise
     slope[n, t] = phi * slope[n, t-1] + sigma_slope[n] * eps[n, t]                     (damped trend)
 
 - real-valued targets (standardised): ``y ~ StudentT(df, mean, sigma[n])`` or ``Normal``
@@ -13,7 +14,9 @@ For series ``n`` (pooling group ``g = group[n]``) and step ``t`` of its right-al
 Hierarchical priors pool across the series of a group: log noise scales, log level/slope scales,
 NB concentrations and zero gates are Normal around a per-group location with a learned spread; each
 seasonal profile is the group's profile plus a series deviation whose size is learned per group;
-regression and Fourier coefficients are the group's plus a shrunken series deviation.
+regression and Fourier coefficients are the group's plus a shrunken series deviation. With
+``season_smooth`` the profiles and deviations also get a prior on the change between neighbouring
+positions (week 17 like week 16): few years of history see each position once or twice.
 
 Plates: ``series`` (dim -2) x time/position (dim -1), ``groups`` (dim -2); inference runs with
 ``max_plate_nesting = 2`` and samples are a leading batch dim. Each latent's shape is checked
@@ -47,6 +50,8 @@ class Structure:
     season_spread: float = 0.5  # prior scale of the per-group spread of series seasonal deviations
     coef_scale: float = 0.5  # prior scale of group regression coefficients
     coef_spread: float = 0.2  # prior scale of series deviations from the group coefficients
+    level_df: float | None = None  # Student-t level innovations with these degrees of freedom (None: Normal)
+    season_smooth: float | None = None  # prior sd of the change between neighbouring seasonal positions
 
     @property
     def count(self) -> bool:
@@ -111,6 +116,14 @@ def _damped_sum(eps: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     return eps @ kernel.transpose(-1, -2)
 
 
+def _roughness(s: torch.Tensor, sd: float) -> torch.Tensor:
+    """``[..., n, P]`` profiles -> ``[..., n, 1]`` log density of their circular first differences
+    under ``Normal(0, sd)`` (up to a constant): a Gaussian Markov random field prior on the profile,
+    on top of each position's own ``Normal(0, 1)``."""
+    step = s - torch.roll(s, 1, dims=-1)
+    return -(step * step).sum(-1, keepdim=True) / (2 * sd * sd)
+
+
 def structural_model(d: Design, cfg: Structure, forecast: bool = False):
     """Pyro model over all series; with ``forecast=True`` it also samples ``y_future [..., N, H]``."""
     N, L, H = d.num_series, d.history, d.horizon
@@ -125,12 +138,14 @@ def structural_model(d: Design, cfg: Structure, forecast: bool = False):
     with series:
         level0 = pyro.sample("level0", dist.Normal(torch.zeros((), device=dev), 3.0 if cfg.count else 2.0))
     level0 = _check("level0", level0, (N, 1))
+    zero = torch.zeros((), device=dev)
+    innovation = dist.Normal(zero, 1.0) if cfg.level_df is None else dist.StudentT(zero + cfg.level_df, zero, 1.0)
     with series, P("steps", L - 1, dim=-1):
-        eta = pyro.sample("level_noise", dist.Normal(torch.zeros((), device=dev), 1.0))
+        eta = pyro.sample("level_noise", innovation)
     eta = _check("level_noise", eta, (N, L - 1))
     if forecast:
         with series, P("future", H, dim=-1):
-            eta_f = pyro.sample("level_noise_future", dist.Normal(torch.zeros((), device=dev), 1.0))
+            eta_f = pyro.sample("level_noise_future", innovation)
         eta = _cat_time(eta, eta_f)
     incr = torch.exp(log_sig_level) * eta  # [..., N, T - 1]
     if cfg.trend:
@@ -158,6 +173,11 @@ def structural_model(d: Design, cfg: Structure, forecast: bool = False):
             z = pyro.sample(f"{name}_z", dist.Normal(torch.zeros((), device=dev), 1.0))
         s_g = _check(f"{name}_group", s_g, (d.num_groups, period))
         z = _check(f"{name}_z", z, (N, period))
+        if cfg.season_smooth is not None:  # neighbouring positions alike (circular): a smooth profile
+            with P("groups", d.num_groups, dim=-2):
+                pyro.factor(f"{name}_group_smooth", _roughness(s_g, cfg.season_smooth))
+            with series:
+                pyro.factor(f"{name}_z_smooth", _roughness(z, cfg.season_smooth))
         s = s_g.index_select(-2, d.group) + tau.index_select(-2, d.group) * z
         for j, (codes, size) in enumerate(d.season_groups):  # crossed groupings (e.g. store)
             sd_j = pyro.sample(f"{name}_by{j}_scale", dist.HalfNormal(torch.tensor(cfg.season_spread, device=dev)))
