@@ -39,6 +39,7 @@ def evaluate(forecast: Forecast, window: Window, task: Task) -> dict[str, float]
     - ``mase``: fev's pooled MASE of the sample median, scale with ``task.mase_season``
     - ``wape``: sum |y - median| / sum |y| (fev's WAPE of the point forecast)
     - ``coverage_{50,80,95}``: share of truth inside the central intervals; ``interval_score_80``
+    - ``pit_coverage_80``: share of randomised PIT values in [0.1, 0.9] (calibration for counts too)
     """
     y, mask = window.target.to(forecast.samples.device), window.mask.to(forecast.samples.device)
     if forecast.samples.shape[0] != y.shape[0] or forecast.horizon != y.shape[1]:
@@ -58,6 +59,7 @@ def evaluate(forecast: Forecast, window: Window, task: Task) -> dict[str, float]
     }
     for level, (lo, hi) in INTERVALS.items():
         out[f"coverage_{level}"] = M.coverage(at[lo], at[hi], y, mask)
+    out["pit_coverage_80"] = M.pit_coverage(forecast.samples, y, 0.8, mask)
     out["interval_score_80"] = M.interval_score(at[0.1], at[0.9], y, 0.2, mask)
     out["observed_points"] = mask.sum()
     return {k: float(v) for k, v in out.items()}

@@ -75,6 +75,29 @@ def test_coverage_and_interval_score():
     assert M.interval_score(lo, hi, y, 0.2).item() == pytest.approx((8 + 10 + 10) / 4)
 
 
+def test_pit_coverage_is_calibrated_for_counts_where_interval_coverage_is_not():
+    """Intermittent counts drawn from the forecast's own distribution: the randomised-PIT coverage of
+    the 80 % interval is 0.8 (within Monte Carlo error), the interval coverage far above it."""
+    g = torch.Generator().manual_seed(3)
+    rate = torch.full((400, 12), 0.4, dtype=torch.float64)  # P(0) = 0.67: the 10 % quantile is 0
+    samples = torch.poisson(rate[:, None, :].expand(400, 2000, 12).contiguous(), generator=g)
+    y = torch.poisson(rate, generator=g)
+    q = torch.quantile(samples, torch.tensor([0.1, 0.9], dtype=torch.float64), dim=1)
+    assert M.coverage(q[0], q[1], y).item() > 0.9
+    assert M.pit_coverage(samples, y, 0.8, chunk=64).item() == pytest.approx(0.8, abs=0.02)
+    # continuous forecasts: the same as interval coverage up to ties and sampling
+    x = torch.randn(200, 500, 6, generator=g, dtype=torch.float64)
+    yc = torch.randn(200, 6, generator=g, dtype=torch.float64)
+    qc = torch.quantile(x, torch.tensor([0.1, 0.9], dtype=torch.float64), dim=1)
+    assert M.pit_coverage(x, yc).item() == pytest.approx(M.coverage(qc[0], qc[1], yc).item(), abs=0.01)
+    # masked points do not count; bad level errors
+    mask = torch.zeros(200, 6, dtype=torch.bool)
+    mask[:10] = True
+    assert 0 <= M.pit_coverage(x, yc, 0.8, mask).item() <= 1
+    with pytest.raises(ValueError, match="level"):
+        M.pit_coverage(x, yc, 1.5)
+
+
 def test_energy_score_matches_scoringrules_style_definition_and_crps_in_1d():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, 300, 1, generator=g, dtype=torch.float64)
