@@ -183,7 +183,7 @@ def gpu_estimate(net, series: int, paths: int, horizon: int) -> dict:
     }
 
 
-def bare_lstm_seconds(width: int, hidden: int, layers: int, rows: int, horizon: int, block: int = 4_096,
+def bare_lstm_seconds(width: int, hidden: int, layers: int, rows: int, horizon: int, block: int = 16_384,
                       repeats: int = 2) -> float:
     """Seconds for a bare ``nn.LSTM`` to unroll ``rows`` rows for ``horizon`` single steps, in
     blocks of ``block`` rows (as ``deepar_sampling_bound.py``); best of ``repeats``."""

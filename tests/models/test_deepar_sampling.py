@@ -129,6 +129,8 @@ def test_chunk_size_does_not_change_the_paths(monkeypatch):
     monkeypatch.setattr(sampling, "_draw", mean_draw)
     one = sampling.sample_paths(net, pt, context, H, 4, max_rows=1)
     torch.testing.assert_close(sampling.sample_paths(net, pt, context, H, 4, max_rows=10_000), one)
+    torch.testing.assert_close(sampling.sample_paths(net, pt, context, H, 4, max_rows=None), one)
+    assert sampling.default_max_rows("cpu") == 16_384 and sampling.default_max_rows("cuda") == 262_144
 
 
 def test_same_seed_same_samples_and_first_draws_have_the_network_mean(monkeypatch):

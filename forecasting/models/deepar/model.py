@@ -49,8 +49,8 @@ class DeepAR(Model):
     - ``time_limit``: seconds for the whole fit (split between the members, and between the two
       phases when refitting)
     - ``use_known_covariates``, ``use_static``; ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``);
-      ``seed``; ``max_rows``: series x samples unrolled together when sampling (None: 4,096 on
-      the CPU, where a step's buffers then stay in cache, 262,144 on a GPU); ``sample_dtype``: matmul
+      ``seed``; ``max_rows``: series x samples unrolled together when sampling (None: 16,384 on
+      the CPU, 262,144 on a GPU); ``sample_dtype``: matmul
       dtype when sampling, ``"float32"`` or ``"bfloat16"`` (opt-in; not faster on this CPU, samples
       statistically equal); ``progress``
     - ``anchor``: a lag (e.g. 52 for weekly data) whose value, where observed, is the location the

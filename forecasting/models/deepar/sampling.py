@@ -35,11 +35,12 @@ __all__ = ["sample_paths", "FastStep", "default_max_rows"]
 
 
 def default_max_rows(device) -> int:
-    """Series x samples unrolled together when ``max_rows`` is None: 4,096 on the CPU (a step's
-    gate buffer, 4 x hidden x rows floats, then stays in a core's L2 cache: measured 1.3x faster
-    than 16,384 on the synthetic M5 panel and on walmart; 2,048 is no faster), 262,144 on a GPU
-    (big launches; the state of a row is a few hundred bytes)."""
-    return 4_096 if torch.device(device).type == "cpu" else 262_144
+    """Series x samples unrolled together when ``max_rows`` is None: 16,384 on the CPU (bounded
+    memory; 2,048-16,384 rows time the same within the machine's +-10 % noise on walmart and the
+    synthetic M5 panel, although the matmul alone runs 4x faster at 4,096 rows, whose gate buffer
+    fits a core's L2), 262,144 on a GPU (fewer, bigger kernel launches: a row's state is a few
+    hundred bytes; chosen from launch counts, not measured here)."""
+    return 16_384 if torch.device(device).type == "cpu" else 262_144
 
 
 class FastStep:
