@@ -220,3 +220,29 @@ def test_student_t_level_and_smooth_season_options():
         StateSpace(level_df=0)
     with pytest.raises(ValueError, match="season_smooth"):
         StateSpace(season_smooth=-1.0)
+
+
+def test_series_without_values_in_a_short_history_window_take_their_scale_from_earlier():
+    """``history=12`` on series whose last values are missing: a series with nothing observed in the
+    window forecasts from its older scale (finite paths); one with nothing observed at all errors."""
+    rng = np.random.default_rng(1)
+    n, t = 10, 54
+    y = rng.poisson(4.0, (n, t)).astype(float)
+    y[3, -26:] = np.nan  # observed only before the 12-step window of the training panel
+    ts = pd.date_range("2000-01-01", periods=t, freq="MS")
+    df = pd.DataFrame({"item_id": np.repeat([f"p{i}" for i in range(n)], t), "timestamp": np.tile(ts, n),
+                       "target": y.reshape(-1)})
+
+    def train(frame):  # a window cut at one date for every series, as the benchmark protocol does
+        return Panel.from_long(frame, freq="MS").windows(6, 1, step=6, align="grid")[0].train
+
+    panel = train(df)
+    m = StateSpace(likelihood="negbin", history=12, num_steps=100, lr=0.05, device="cpu").fit(panel, 6)
+    assert float(m.design_.scale[3]) == pytest.approx(float(np.nanmean(y[3])), rel=1e-5)
+    assert not bool(m.design_.mask[3].any())
+    paths = m.predict(panel, 50, seed=0).samples
+    assert torch.isfinite(paths).all() and (paths >= 0).all()
+    df.loc[df.item_id == "p5", "target"] = np.nan
+    df = df[~((df.item_id == "p5") & (df.timestamp > ts[0]))]  # p5: one row, never observed
+    with pytest.raises(PanelError, match="p5"):
+        StateSpace(likelihood="negbin", history=12, num_steps=2, device="cpu").fit(train(df), 6)

@@ -162,17 +162,25 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
             rows = bad.any(1).nonzero().squeeze(1).cpu().numpy()
             raise PanelError(f"a count likelihood needs non-negative integer targets; series "
                              f"{_names(panel.item_ids[rows])} have negative or fractional values")
-    nobs = mask.sum(1)
-    if bool((nobs == 0).any()):
-        rows = (nobs == 0).nonzero().squeeze(1).cpu().numpy()
-        raise PanelError(f"series without observed values in the last {L} steps: {_names(panel.item_ids[rows])}")
-    n = nobs.clamp_min(1)
-    mean = torch.where(mask, y, 0).sum(1) / n
+    # the scale of a series comes from its window; one with no observed value in the window (its
+    # demand stopped, or a short ``history``) takes it from its whole observed history, and its
+    # window's level is then the prior's (nothing in the window to fit)
+    sy, smask = y, mask
+    empty = mask.sum(1) == 0
+    if bool(empty.any()):
+        ya, ma = panel.history(span)
+        never = empty & (ma.sum(1) == 0)
+        if bool(never.any()):
+            rows = never.nonzero().squeeze(1).cpu().numpy()
+            raise PanelError(f"series without any observed value: {_names(panel.item_ids[rows])}")
+        sy, smask = torch.cat([y, ya], 1), torch.cat([mask, ma & empty[:, None]], 1)
+    n = smask.sum(1).clamp_min(1)
+    mean = torch.where(smask, sy, 0).sum(1) / n
     if count:
         loc = torch.zeros(N, device=device)
         scale = mean.clamp_min(0.1)  # rate offset; a series of zeros keeps a small positive rate
     else:
-        var = torch.where(mask, (y - mean[:, None]) ** 2, 0).sum(1) / n
+        var = torch.where(smask, (sy - mean[:, None]) ** 2, 0).sum(1) / n
         sd = var.sqrt()
         scale = torch.where(sd > 1e-8 * (1 + mean.abs()), sd, torch.ones_like(sd))
         loc = mean
