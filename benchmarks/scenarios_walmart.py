@@ -640,15 +640,18 @@ def main(argv=None) -> int:
     reduction["match_features"] = {"dims": int(demand.shape[1]), "time": timer.stop(),
                                    "what": ("total demand, total shortfall and total leftover of the protection-interval "
                                             "demand against the base-stock levels")}
+    # `+match_type`: the same three totals for each store type (A, B, C: 9 features), so that the
+    # shortfall of the small stores is not traded against the large ones'
+    demand_type = newsvendor_features(full, levels, args.lead_time + 1, groups=hier.labels("Type")[c.numpy()])
     for feats, label in ((None, "values"), (store_kpis, "store_kpis")):
         for how in ("forward", "kmedoids"):
-            for match in (None, demand):
+            for match, tag in ((None, ""), (demand, "+match"), (demand_type, "+match_type")):
                 timer = Timer()
                 small, red = reduce_scenarios(full, args.reduce_to, method=how, features=feats, match=match)
                 t = timer.stop()
                 kpi = run_policy(sim, small, levels)
                 rel = {k: float(kpi.summary.loc[k, "mean"] / kpi_full.summary.loc[k, "mean"] - 1) for k in sim.kpis}
-                name = f"{how}:{label}" + ("+match" if match is not None else "")
+                name = f"{how}:{label}{tag}"
                 reduction["variants"].append(name)
                 reduction[name] = {"k": int(red.indices.shape[0]), "transport": red.transport, "energy": red.energy,
                                    "features": label, "mean": kpi.summary["mean"].to_dict(), "relative_difference": rel,
