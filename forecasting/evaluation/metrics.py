@@ -15,7 +15,7 @@ from ..forecast import DEFAULT_QUANTILES
 
 __all__ = [
     "crps_ensemble", "crps", "scaled_crps", "quantile_loss", "wql", "seasonal_scale", "mase",
-    "coverage", "pit_coverage", "interval_score", "energy_score", "wspl",
+    "coverage", "pit_values", "pit_coverage", "interval_score", "energy_score", "wspl",
 ]
 
 
@@ -124,31 +124,40 @@ def coverage(lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor,
     return (inside & m).sum() / m.sum().clamp_min(1)
 
 
+def pit_values(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Randomised PIT of each observed truth, ``P(X < y) + V P(X = y)`` with V uniform (Czado,
+    Gneiting & Held, 2009): ``samples`` ``[N, S, H]``, ``y`` ``[N, H]`` -> ``[M]`` values in [0, 1]
+    for the M observed points (series-major order). Uniform when the forecast is calibrated, for
+    counts too."""
+    m = _mask(y, mask)
+    y_ = torch.nan_to_num(y)[:, None, :]
+    below = (samples < y_).float().mean(1)
+    equal = (samples == y_).float().mean(1)
+    v = torch.rand(y.shape, generator=generator, device=y.device, dtype=below.dtype)
+    return (below + v * equal)[m]
+
+
 def pit_coverage(samples: torch.Tensor, y: torch.Tensor, level: float = 0.8, mask: torch.Tensor | None = None,
                  seed: int = 0, chunk: int = 2048) -> torch.Tensor:
-    """Share of observed points whose randomised PIT lies in the central ``level`` interval.
-
-    The randomised PIT of y under the sample distribution is ``P(X < y) + V P(X = y)``, V uniform
-    (Czado, Gneiting & Held, 2009). For continuous forecasts this is the interval coverage; for
-    counts it is the calibration measure that interval coverage is not: with many zeros the 10 %
-    quantile is 0 for most series, every zero counts as covered, and a calibrated forecast of
-    intermittent demand shows, e.g., 93 % "coverage" of its 80 % interval. Calibrated: ``level``.
-    V comes from a generator seeded with ``seed`` (the same number on every call); series are
-    processed in chunks of ``chunk`` so memory stays bounded."""
+    """Share of observed points whose randomised PIT (:func:`pit_values`) lies in the central
+    ``level`` interval. For continuous forecasts this is the interval coverage; for counts it is
+    the calibration measure that interval coverage is not: with many zeros the 10 % quantile is 0
+    for most series, every zero counts as covered, and a calibrated forecast of intermittent
+    demand shows, e.g., 93 % "coverage" of its 80 % interval. Calibrated: ``level``. V comes from
+    a generator seeded with ``seed`` (the same number on every call); series are processed in
+    chunks of ``chunk`` so memory stays bounded."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     _check(samples, y, "samples")
     m = _mask(y, mask)
     lo, hi = (1 - level) / 2, (1 + level) / 2
     gen = torch.Generator(device=samples.device).manual_seed(seed)
-    inside = torch.zeros((), dtype=torch.float64, device=samples.device)
+    inside = 0
     for a in range(0, samples.shape[0], chunk):
-        s, yy = samples[a:a + chunk], torch.nan_to_num(y[a:a + chunk])[:, None, :]
-        below = (s < yy).float().mean(1)
-        equal = (s == yy).float().mean(1)
-        u = below + torch.rand(below.shape, generator=gen, device=below.device) * equal
-        inside += (((u >= lo) & (u <= hi)) & m[a:a + chunk]).sum()
-    return (inside / m.sum().clamp_min(1)).to(samples.dtype if samples.is_floating_point() else torch.float32)
+        u = pit_values(samples[a:a + chunk], y[a:a + chunk], m[a:a + chunk], gen)
+        inside += int(((u >= lo) & (u <= hi)).sum())
+    return torch.tensor(inside / max(1, int(m.sum())))
 
 
 def interval_score(lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor, alpha: float,

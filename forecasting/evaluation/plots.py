@@ -23,6 +23,7 @@ import torch
 from ..data.panel import Window
 from ..forecast import Forecast, atomic_write
 from . import metrics as M
+from .metrics import pit_values
 
 __all__ = [
     "FAN_QUANTILES",
@@ -42,18 +43,6 @@ NOMINAL_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 #: quantiles kept for the fan charts: 90% and 50% bands and the median
 FAN_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 PIT_BINS = 10
-
-
-def pit_values(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Randomised PIT of each observed truth: ``samples`` ``[N, S, H]``, ``y`` ``[N, H]`` ->
-    ``[M]`` values in [0, 1] for the M observed points (series-major order)."""
-    m = torch.isfinite(y) if mask is None else mask.bool() & torch.isfinite(y)
-    y_ = torch.nan_to_num(y)[:, None, :]
-    below = (samples < y_).float().mean(1)
-    equal = (samples == y_).float().mean(1)
-    v = torch.rand(y.shape, generator=generator, device=y.device, dtype=below.dtype)
-    return (below + v * equal)[m]
 
 
 def fan_series(window: Window, count: int = 3) -> list[int]:
