@@ -37,6 +37,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, default=10, help="copula factors")
     p.add_argument("--groups", default=None,
                    help="copula: static column whose groups get one more factor each (e.g. Store)")
+    p.add_argument("--past-forecast", default=None,
+                   help="copula: a saved forecast of an earlier window whose truth lies in the history; the "
+                        "copula is fitted on the PIT of that truth (forecast-error dependence) instead of "
+                        "the transformed history")
     p.add_argument("--paths", action="store_true",
                    help="keep each series' sample paths whole; only pair them across series")
     p.add_argument("--hierarchy", action="append", default=[],
@@ -73,6 +77,37 @@ def _history(panel, forecast):
     return sub.truncate(torch.as_tensor(cut, dtype=torch.long))
 
 
+def _past_residuals(history, past, seed: int) -> torch.Tensor:
+    """``[N, H']`` PIT of the truth of an earlier forecast ``past`` under its samples, rows in
+    ``history``'s series order. The truth is read from ``history``, which ends before the new
+    forecast starts: values at or after a series' cutoff are masked (NaN), never used."""
+    from .core import ScenarioError
+    from .dependence import forecast_pit
+    hpos = history.item_ids.get_indexer(past.item_ids)
+    if (hpos < 0).all():
+        raise ScenarioError("the past forecast shares no series with the forecast")
+    rows = np.nonzero(hpos >= 0)[0]
+    hpos = hpos[rows]
+    starts = pd.DatetimeIndex(past.start)[rows]
+    start = history.index.get_indexer(starts)
+    start = np.where((start < 0) & np.asarray(starts > history.index[-1]), history.num_steps, start)  # no truth yet
+    if (start < 0).any():
+        bad = past.item_ids[rows[start < 0]]
+        raise ScenarioError(f"the past forecast of series {list(bad[:5])} starts outside the dataset's history "
+                            f"({history.index[0]}..{history.index[-1]}) or off its {history.freq!r} grid")
+    idx = torch.as_tensor(start)[:, None] + torch.arange(past.horizon)[None, :]
+    inside = idx < history.num_steps
+    idx = idx.clamp_max(history.num_steps - 1)
+    hp = torch.as_tensor(hpos)
+    y = history.target[hp].cpu().gather(1, idx)
+    ok = history.observed[hp].cpu().gather(1, idx) & inside
+    if not bool(ok.any()):
+        raise ScenarioError("no value of the past forecast's window lies in the history before the forecast "
+                            "starts: nothing to compute residuals from")
+    sub = type(past)(past.samples[torch.as_tensor(rows)], past.item_ids[rows], past.start[rows], past.freq)
+    return forecast_pit(sub, torch.where(ok, y, torch.zeros_like(y)), ok, seed=seed, item_ids=history.item_ids)
+
+
 def run(args) -> int:
     """Run the ``scenarios`` subcommand; 0 on success, 2 on bad input (message on stderr)."""
     from ..datasets import DatasetError, load
@@ -100,11 +135,21 @@ def run(args) -> int:
             if args.method == "independent":
                 raise ScenarioError("--paths is an option of --method schaake or copula")
             options["paths"] = True
-        dep = make_dependence(args.method, **options).fit(history, forecast.horizon)
+        fit_options = {}
+        if args.past_forecast:
+            if args.method != "copula":
+                raise ScenarioError("--past-forecast is an option of --method copula")
+            fit_options["residuals"] = _past_residuals(history, Forecast.load(args.past_forecast), args.seed)
+        dep = make_dependence(args.method, **options).fit(history, forecast.horizon, **fit_options)
         scen = ScenarioSet.from_forecast(forecast, dep.apply(forecast.samples, seed=args.seed,
                                                              item_ids=forecast.item_ids), method=dep.name)
         summary = {"forecast": str(args.forecast), "dataset": args.dataset, "method": dep.name,
                    "series": scen.num_series, "scenarios": scen.num_scenarios, "horizon": scen.horizon}
+        if args.past_forecast:
+            u = fit_options["residuals"]
+            summary["past_forecast"] = {"path": str(args.past_forecast),
+                                        "series_with_residuals": int((~torch.isnan(u)).any(1).sum()),
+                                        "independent_series": len(dep.independent_series_)}
         if args.reduce is not None:
             scen, red = reduce_scenarios(scen, args.reduce, method=args.reduction, progress=not args.no_progress)
             summary["reduction"] = {"method": red.method, "kept": scen.num_scenarios,

@@ -10,7 +10,9 @@ the scenarios share the rank dependence learned from the history:
 - :class:`GaussianCopula`: a Gaussian copula fitted to PIT residuals of the history, with a
   low-rank plus diagonal correlation across series (``L L^T + diag(d)``, so it scales to
   thousands of series) and, for each factor and for the idiosyncratic part, a Toeplitz correlation
-  across steps. Draws from it are turned into ranks the same way.
+  across steps. Draws from it are turned into ranks the same way. Or fitted to the PIT of
+  an earlier window's truth under the same model's forecast (:func:`forecast_pit`): the
+  dependence of forecast errors themselves.
 - :class:`Independent`: the samples as they are (the reference).
 
 With ``paths=True`` both methods keep each series' sample paths whole instead (the model's own
@@ -43,6 +45,7 @@ __all__ = [
     "GaussianCopula",
     "Independent",
     "SchaakeShuffle",
+    "forecast_pit",
     "historical_windows",
     "history_transform",
     "joint_scenarios",
@@ -333,11 +336,14 @@ def _toeplitz_sqrt(acf: torch.Tensor) -> torch.Tensor:
     return (evecs * evals.clamp_min(0).sqrt()[..., None, :]) @ evecs.transpose(-1, -2)
 
 
-def _biased_acf(x: torch.Tensor, ok: torch.Tensor, lags: int) -> torch.Tensor:
+def _biased_acf(x: torch.Tensor, ok: torch.Tensor, lags: int, center: bool = True) -> torch.Tensor:
     """``[B, T]`` -> ``[B, lags]`` autocorrelation with the biased (divide by n) estimator, which keeps
-    the Toeplitz matrix positive semi-definite. Missing points count as the mean (0 after centring)."""
+    the Toeplitz matrix positive semi-definite. Missing points count as the mean (0 after centring).
+    ``center=False``: about 0 instead of the sample mean (for residuals whose mean is known to be 0,
+    where a series' mean over a short window is the persistent part of its error, not noise)."""
     n = ok.sum(1, keepdim=True).clamp_min(1)
-    xc = torch.where(ok, x - (x * ok).sum(1, keepdim=True) / n, torch.zeros_like(x)).double()
+    mean = (x * ok).sum(1, keepdim=True) / n if center else torch.zeros_like(x[:, :1])
+    xc = torch.where(ok, x - mean, torch.zeros_like(x)).double()
     T = x.shape[1]
     var = (xc * xc).sum(1)
     out = torch.zeros(x.shape[0], lags, dtype=torch.float64)
@@ -403,28 +409,66 @@ class GaussianCopula(_Reordering):
             raise ScenarioError("groups has missing labels")
         return torch.from_numpy(codes.astype(np.int64)), pd.Index(uniq)
 
-    def fit(self, panel: Panel, horizon: int) -> GaussianCopula:
+    def fit(self, panel: Panel, horizon: int, residuals: torch.Tensor | None = None) -> GaussianCopula:
+        """Fit on the transformed history of ``panel`` or, with ``residuals``, on PIT values of past
+        forecasts' realised values: ``[N, T]`` in (0, 1), NaN where there is none, rows in the order of
+        ``panel``'s series (e.g. :func:`forecast_pit` of one or more earlier windows, concatenated
+        along the last dim). Forecast residuals carry the dependence of forecast errors, which the
+        history's levels or changes only approximate (they also hold the shared seasonality a model
+        already forecasts). They are not centred: a series' mean PIT over a window is the persistent
+        part of its error, which the copula must keep. With few residual steps T for many series N,
+        factors whose eigenvalue lies below the Marchenko-Pastur noise edge ``(sqrt(N/T) + 1)^2`` are
+        dropped (``rank`` is then a cap; ``rank_`` is the number kept): the leading components of
+        pure noise already explain about rank / T of each series' variance and would only add spurious
+        correlation (the group factors of ``groups`` take the within-group remainder). ``panel`` then only gives the series and the
+        static columns of ``groups``; ``transform`` is not used."""
         if horizon < 1:
             raise ScenarioError(f"horizon must be >= 1, got {horizon}")
-        x, ok = history_transform(panel, self.transform, self.season)
-        cols = ok.any(0)
-        x, ok = x[:, cols].double(), ok[:, cols]
-        if x.shape[1] < 2:
-            raise ScenarioError(f"the history holds {x.shape[1]} usable steps for transform {self.transform!r}: "
-                                "too few to fit a copula")
-        n_obs = ok.sum(1)
-        few = n_obs < self.min_obs
-        # PIT through each series' empirical CDF (mid-ranks; ties broken by position, missing last)
-        key = torch.where(ok, x, torch.full_like(x, float("inf")))
-        ranks = key.argsort(dim=1, stable=True).argsort(dim=1).double()
-        u = (ranks + 0.5) / n_obs.clamp_min(1)[:, None].double()
-        z = torch.where(ok & ~few[:, None], _norm_ppf(u.clamp(1e-6, 1 - 1e-6)), torch.zeros_like(u))
-        z = torch.where(ok, z - (z * ok).sum(1, keepdim=True) / n_obs.clamp_min(1)[:, None], torch.zeros_like(z))
+        if residuals is None:
+            x, ok = history_transform(panel, self.transform, self.season)
+            cols = ok.any(0)
+            x, ok = x[:, cols].double(), ok[:, cols]
+            if x.shape[1] < 2:
+                raise ScenarioError(f"the history holds {x.shape[1]} usable steps for transform {self.transform!r}: "
+                                    "too few to fit a copula")
+            n_obs = ok.sum(1)
+            few = n_obs < self.min_obs
+            # PIT through each series' empirical CDF (mid-ranks; ties broken by position, missing last)
+            key = torch.where(ok, x, torch.full_like(x, float("inf")))
+            ranks = key.argsort(dim=1, stable=True).argsort(dim=1).double()
+            u = (ranks + 0.5) / n_obs.clamp_min(1)[:, None].double()
+            z = torch.where(ok & ~few[:, None], _norm_ppf(u.clamp(1e-6, 1 - 1e-6)), torch.zeros_like(u))
+            z = torch.where(ok, z - (z * ok).sum(1, keepdim=True) / n_obs.clamp_min(1)[:, None], torch.zeros_like(z))
+        else:
+            u = torch.as_tensor(residuals).double().cpu()
+            if u.ndim != 2 or u.shape[0] != panel.num_series:
+                raise ScenarioError(f"residuals must be [series, steps] with one row per series of the panel "
+                                    f"({panel.num_series}), got shape {tuple(u.shape)}")
+            ok = ~torch.isnan(u)
+            bad = ok & ((u < 0) | (u > 1))
+            if bad.any():
+                i = int(bad.any(1).nonzero()[0])
+                raise ScenarioError(f"residuals must be PIT values in [0, 1]; series {panel.item_ids[i]!r} has "
+                                    f"{float(u[i][bad[i]][0])!r}")
+            if u.shape[1] < 2:
+                raise ScenarioError(f"residuals hold {u.shape[1]} step(s): too few to fit a copula")
+            n_obs = ok.sum(1)
+            few = n_obs < self.min_obs
+            z = torch.where(ok & ~few[:, None], _norm_ppf(torch.nan_to_num(u, 0.5).clamp(1e-4, 1 - 1e-4)),
+                            torch.zeros_like(u))
+        center = residuals is None
         norm = z.norm(dim=1, keepdim=True)
         zn = torch.where(norm > 0, z / norm.clamp_min(1e-300), torch.zeros_like(z))  # rows of unit length
         r = min(self.rank, zn.shape[1] - 1, zn.shape[0])
         if r > 0:
             U, sig, Vh = torch.linalg.svd(zn, full_matrices=False)
+            if residuals is not None:
+                # few residual steps (T) for many series (N): pure noise already gives leading
+                # eigenvalues of zn zn^T up to the Marchenko-Pastur edge (sqrt(N'/T) + 1)^2 (N' rows
+                # with residuals), and those factors only add spurious correlation; keep the ones above
+                n_rows = float((norm[:, 0] > 0).sum())
+                edge = (math.sqrt(n_rows / zn.shape[1]) + 1) ** 2
+                r = min(r, int((sig.pow(2) > edge).sum()))
             L = U[:, :r] * sig[:r]  # [N, r]: C = zn zn^T ~ L L^T + diag(d)
             scores = Vh[:r]  # [r, T] unit-norm factor time series
         else:
@@ -449,18 +493,19 @@ class GaussianCopula(_Reordering):
             self.group_correlation_ = rho.float()
             # the group factors' correlation across steps: pooled ACF of the groups' residual sums
             ok_g = torch.ones_like(sums, dtype=torch.bool)
-            acf_g = _biased_acf(sums, ok_g, H)
+            acf_g = _biased_acf(sums, ok_g, H, center)
             wg = sums.pow(2).sum(1)
             acf_g = (acf_g * wg[:, None]).sum(0) / wg.sum().clamp_min(1e-300) if self.temporal \
                 else torch.eye(1, H, dtype=torch.float64)[0]
             self.group_sqrt_ = _toeplitz_sqrt(acf_g).float()
         self.loadings_ = L.float()
+        self.rank_ = L.shape[1]
         self.idiosyncratic_ = d.float()
         if self.temporal:
-            acf_e = _biased_acf(resid, ok, H)
+            acf_e = _biased_acf(resid, ok, H, center)
             w = (resid * resid).sum(1)  # weight series by their idiosyncratic variance
             acf_e = (acf_e * w[:, None]).sum(0) / w.sum().clamp_min(1e-300)
-            acf_f = _biased_acf(scores, torch.ones_like(scores, dtype=torch.bool), H)
+            acf_f = _biased_acf(scores, torch.ones_like(scores, dtype=torch.bool), H, center)
         else:
             acf_e = torch.eye(1, H, dtype=torch.float64)[0]
             acf_f = torch.eye(1, H, dtype=torch.float64).expand(r, H)
@@ -549,6 +594,39 @@ def make_dependence(name: str, **options):
     except KeyError:
         raise ScenarioError(f"unknown dependence method {name!r}; choose one of {', '.join(DEPENDENCE)}") from None
     return cls(**options)
+
+
+def forecast_pit(forecast: Forecast, target: torch.Tensor, mask: torch.Tensor | None = None, seed: int = 0,
+                 item_ids: pd.Index | None = None, chunk: int = 512) -> torch.Tensor:
+    """Randomised PIT of realised values under a past forecast's samples: the residuals
+    :meth:`GaussianCopula.fit` learns forecast-error dependence from.
+
+    ``target`` ``[N, H]`` (and ``mask``, True where observed) holds the truth of the forecast's
+    window, rows in the forecast's series order. Returns ``[N, H]`` float64 values
+    ``P(X < y) + V P(X = y)`` (V uniform; :func:`forecasting.evaluation.metrics.pit_values`), NaN
+    where there is no truth. With ``item_ids`` the rows are returned in that order instead (series
+    the forecast lacks get NaN rows), e.g. to line up with the panel a copula is fitted on."""
+    from ..evaluation.metrics import pit_values
+
+    samples = forecast.samples
+    target = torch.as_tensor(target)
+    if target.shape != (samples.shape[0], samples.shape[2]):
+        raise ScenarioError(f"target must be [series, horizon] = {(samples.shape[0], samples.shape[2])} like the "
+                            f"forecast, got {tuple(target.shape)}")
+    ok = ~torch.isnan(target) if mask is None else torch.as_tensor(mask, dtype=torch.bool) & ~torch.isnan(target)
+    g = torch.Generator(device=samples.device).manual_seed(int(seed))
+    out = torch.full(target.shape, float("nan"), dtype=torch.float64)
+    for a in range(0, samples.shape[0], chunk):  # chunks bound the [chunk, S, H] comparisons
+        sl = slice(a, a + chunk)
+        m = ok[sl].to(samples.device)
+        out[sl][m.cpu()] = pit_values(samples[sl], target[sl].to(samples.device), m, generator=g).double().cpu()
+    if item_ids is None:
+        return out
+    pos = pd.Index(forecast.item_ids).get_indexer(item_ids)
+    full = torch.full((len(item_ids), out.shape[1]), float("nan"), dtype=torch.float64)
+    have = torch.as_tensor(pos >= 0)
+    full[have] = out[torch.as_tensor(pos[pos >= 0])]
+    return full
 
 
 def joint_scenarios(forecast: Forecast, dependence, seed: int | None = 0, progress: bool = False) -> ScenarioSet:

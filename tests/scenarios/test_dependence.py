@@ -9,6 +9,7 @@ from forecasting.scenarios import (
     Independent,
     ScenarioError,
     SchaakeShuffle,
+    forecast_pit,
     historical_windows,
     joint_scenarios,
     make_dependence,
@@ -185,3 +186,59 @@ def test_group_factors_restore_the_within_group_correlation_the_leading_factors_
         GaussianCopula(1, groups="region_x").fit(panel, 6)
     with pytest.raises(ScenarioError, match="one label per series"):
         GaussianCopula(1, groups=["a", "b"]).fit(panel, 6)
+
+
+def test_forecast_pit_by_hand():
+    panel, _ = make_panel(n=3, t=30, horizon=4)
+    fc = make_forecast(panel, samples=4, horizon=4)
+    fc = type(fc)(torch.arange(4.0)[None, :, None].expand(3, 4, 4).contiguous(), fc.item_ids, fc.start, fc.freq)
+    y = torch.tensor([[-1.0, 0.5, 1.5, 9.0], [2.5, 2.5, float("nan"), 0.5], [0.5] * 4])
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    mask[2, 1] = False
+    u = forecast_pit(fc, y, mask)
+    expect = torch.tensor([[0.0, 0.25, 0.5, 1.0], [0.75, 0.75, float("nan"), 0.25], [0.25, float("nan"), 0.25, 0.25]],
+                          dtype=torch.float64)
+    assert torch.equal(torch.isnan(u), torch.isnan(expect))
+    assert torch.allclose(torch.nan_to_num(u), torch.nan_to_num(expect))
+    assert torch.equal(torch.nan_to_num(forecast_pit(fc, y, mask, chunk=2)), torch.nan_to_num(u))  # chunked alike
+    # rows follow item_ids by name; a series the forecast lacks gets NaN
+    names = pd.Index([fc.item_ids[2], "nope", fc.item_ids[0]])
+    v = forecast_pit(fc, y, mask, item_ids=names)
+    assert torch.allclose(torch.nan_to_num(v[0]), torch.nan_to_num(u[2])) and bool(torch.isnan(v[1]).all())
+    assert torch.allclose(v[2], u[0])
+    with pytest.raises(ScenarioError, match="target must be"):
+        forecast_pit(fc, y[:, :3])
+
+
+def test_copula_learns_forecast_error_dependence_from_pit_residuals():
+    panel, _ = make_panel(n=12, t=30, horizon=6)  # stores s0, s1, s2: series i is in store i % 3
+    g = torch.Generator().manual_seed(0)
+    T = 120
+    store_err = torch.randn(3, T, generator=g)
+    bias = torch.randn(12, 1, generator=g)  # a persistent error of each series over the window
+    z = 0.7 * store_err[torch.arange(12) % 3] + 0.5 * bias + 0.5 * torch.randn(12, T, generator=g)
+    u = torch.distributions.Normal(0, 1).cdf(z / z.std(1, keepdim=True)).double()
+    u[0, :5] = float("nan")  # missing truth
+    cop = GaussianCopula(3).fit(panel, 6, residuals=u)
+    c = cop.correlation()
+    same = torch.tensor((np.arange(12)[:, None] % 3) == (np.arange(12)[None, :] % 3)) & ~torch.eye(12, dtype=torch.bool)
+    assert float(c[same].mean()) > 0.5 and float(c[~same & ~torch.eye(12, dtype=torch.bool)].abs().mean()) < 0.25
+    # not centred: each series' persistent bias (a quarter of its variance) keeps its draws correlated
+    # across steps, while the store errors are white
+    zs = cop.sample_normal(4000, seed=0)  # [N, S, H]
+    lag5 = float(torch.stack([torch.corrcoef(zs[i, :, [0, 5]].T)[0, 1] for i in range(12)]).mean())
+    assert lag5 == pytest.approx(0.25, abs=0.1)
+    fc = make_forecast(panel, samples=300)
+    out = cop.apply(fc.samples, seed=0)
+    assert same_marginals(out, fc.samples)
+    assert rank_corr(out[0, :, 2], out[3, :, 2]) > 0.4
+    assert cop.rank_ >= 1
+    # pure noise residuals: no factor is above the Marchenko-Pastur edge, so none is kept
+    noise = torch.rand(12, 40, generator=g).double()
+    assert GaussianCopula(5).fit(panel, 6, residuals=noise).rank_ == 0
+    with pytest.raises(ScenarioError, match="one row per series"):
+        GaussianCopula(3).fit(panel, 6, residuals=u[:5])
+    bad = u.clone()
+    bad[4, 7] = 1.5
+    with pytest.raises(ScenarioError, match="PIT values in \\[0, 1\\]; series 'x4'"):
+        GaussianCopula(3).fit(panel, 6, residuals=bad)

@@ -70,3 +70,29 @@ def test_grouped_copula_with_whole_paths(saved_forecast, data_dir, tmp_path):
     assert sc.num_scenarios == 10 and float(sc.weights.sum()) == pytest.approx(1.0)
     # whole paths: every kept scenario of a series is one of its sample paths
     assert bool((sc.values[:, :, None, :] == fc.samples[:, None, :, :]).all(-1).any(-1).all())
+
+
+def test_copula_fitted_on_a_past_forecasts_errors(walmart, saved_forecast, data_dir, tmp_path, capsys):
+    fc, path = saved_forecast
+    panel = walmart.panel
+    codes = panel.static_cat[:, list(panel.static_cat_names).index("Store")].numpy()
+    rows = np.nonzero(np.isin(codes, [0, 1]))[0]
+    # the window before the forecast's: its truth lies in the history the CLI reads
+    earlier = panel.select(rows).truncate(torch.full((len(rows),), panel.num_steps - 39)).windows(39, 1, align="grid")[0]
+    past = SeasonalNaive(52).fit(earlier.train, 39).predict(earlier.train, 40, seed=1)
+    past_path = past.save(tmp_path / "past.pt")
+    args = parse(str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "copula", "--rank", "3",
+                 "--groups", "Store", "--past-forecast", str(past_path), "--format", "pt", "--out", str(tmp_path / "o"),
+                 "--no-progress")
+    assert run(args) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["past_forecast"]["series_with_residuals"] == fc.num_series
+    sc = read_torch(tmp_path / "o" / "scenarios.pt")
+    assert torch.equal(sc.values.sort(1).values, fc.samples.sort(1).values)  # marginals kept
+    # a past forecast whose window is the forecast's own has no truth in the history: an error, not a leak
+    assert run(parse(str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "copula",
+                     "--past-forecast", str(path), "--out", str(tmp_path / "x"), "--no-progress")) == 2
+    assert "no value of the past forecast's window lies in the history" in capsys.readouterr().err
+    assert run(parse(str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "schaake",
+                     "--past-forecast", str(past_path), "--out", str(tmp_path / "x"), "--no-progress")) == 2
+    assert "--past-forecast is an option of --method copula" in capsys.readouterr().err
