@@ -89,6 +89,14 @@ def test_copula_fitted_on_a_past_forecasts_errors(walmart, saved_forecast, data_
     assert summary["past_forecast"]["series_with_residuals"] == fc.num_series
     sc = read_torch(tmp_path / "o" / "scenarios.pt")
     assert torch.equal(sc.values.sort(1).values, fc.samples.sort(1).values)  # marginals kept
+    # a past forecast of only some of the series: the others get no residuals and stay independent
+    part = type(past)(past.samples[:10], past.item_ids[:10], past.start[:10], past.freq)
+    part_path = part.save(tmp_path / "part.pt")
+    args = parse(str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "copula", "--rank", "3",
+                 "--past-forecast", str(part_path), "--format", "pt", "--out", str(tmp_path / "p"), "--no-progress")
+    assert run(args) == 0
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())["past_forecast"]
+    assert summary["series_with_residuals"] == 10 and summary["independent_series"] == fc.num_series - 10
     # a past forecast whose window is the forecast's own has no truth in the history: an error, not a leak
     assert run(parse(str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "copula",
                      "--past-forecast", str(path), "--out", str(tmp_path / "x"), "--no-progress")) == 2
