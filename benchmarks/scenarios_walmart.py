@@ -336,6 +336,14 @@ def markdown(r: dict) -> str:
         tag = " (chosen on validation)" if red.get("chosen") == how else ""
         lines.append(f"| reduction {r['num_scenarios']} -> {red[how]['k']} (`{how}`{tag}): KPI means within 2 % | "
                      f"largest difference {100 * worst:.2f} % | {'yes' if worst <= 0.02 else 'no'} |")
+    if "reduction_seeds" in r:  # scenarios_reduction.py: the variant chosen on several validation sets
+        rs = r["reduction_seeds"]
+        ch = rs["chosen"]
+        lines.append(f"| reduction {r['num_scenarios']} -> {rs['reduce_to']} (`forward:{ch}`, chosen on {len(rs['seeds'])} "
+                     f"validation scenario sets by `scenarios_reduction.py`): KPI means within 2 % on each of "
+                     f"{len(rs['seeds'])} test sets | largest difference {100 * rs['summary'][ch]['max_worst']:.2f} % "
+                     f"(mean {100 * rs['summary'][ch]['mean_worst']:.2f} %) | "
+                     f"{'yes' if rs['summary'][ch]['max_worst'] <= 0.02 else 'no'} |")
     for n in joint:
         t = m[n]["time_fit_join_aggregate"]
         lines.append(f"| {label[n]}: {r['num_scenarios']} joint coherent scenarios, all series, <= 10 s | "
@@ -564,6 +572,9 @@ def main(argv=None) -> int:
     p.add_argument("--stream-json", default=None,
                    help="use the JSON line a previous `--stream-child` run printed instead of streaming again")
     p.add_argument("--markdown-only", default=None, help="rewrite the .md from this JSON and stop")
+    p.add_argument("--reduction-json", default=None,
+                   help="with --markdown-only: add the test run of scenarios_reduction.py (reduction chosen on several "
+                        "validation scenario sets)")
     p.add_argument("--cache-dir", default="/tmp/scenarios_walmart_forecasts",
                    help="where fitted forecasts are kept so re-runs do not refit ('' disables)")
     p.add_argument("--refit", action="store_true", help="fit the model even when a cached forecast exists")
@@ -593,10 +604,14 @@ def main(argv=None) -> int:
         args.methods = list(SPECS) if args.split == "val" else ["schaake", "copula"]
     if args.markdown_only:  # rewrite the page from a run's JSON, adding a separate streaming run if given
         report = json.loads(Path(args.markdown_only).read_text())
+        if args.reduction_json:
+            report["reduction_seeds"] = json.loads(Path(args.reduction_json).read_text())
         if args.stream_json:
             report["stream"] = _stream_result(args)
             report["command"] = report["command"].split(" && ")[0] + " && python " + " ".join(
                 sys.argv if argv is None else [sys.argv[0], *argv])
+            atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
+        if args.reduction_json:
             atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
         atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(markdown(report)))
         return 0
