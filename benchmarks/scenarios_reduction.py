@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                     "total_newsvendor+match": (standardized(totals), totals)}
         for name, (feats, match) in variants.items():
             t = time.process_time()
-            small, red = reduce_scenarios(full, args.reduce_to, method="forward", features=feats, match=match)
+            small, _ = reduce_scenarios(full, args.reduce_to, method="forward", features=feats, match=match)
             kpi = run_policy(sim, small, levels)
             rel = {k: float(kpi.summary.loc[k, "mean"] / kpi_full.summary.loc[k, "mean"] - 1) for k in sim.kpis}
             worst = max(abs(v) for v in rel.values())
