@@ -42,13 +42,6 @@ import scenarios_walmart as bench  # (the benchmark's specs, window and forecast
 HERE = Path(__file__).resolve().parent
 
 
-def standardized(x: torch.Tensor) -> torch.Tensor:
-    """Columns divided by their standard deviation across scenarios (constant ones dropped)."""
-    x = x.double()
-    sd = x.std(0)
-    return (x[:, sd > 0] / sd[sd > 0]).float()
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="../shared/data")
@@ -91,12 +84,12 @@ def main(argv=None) -> int:
         levels = base_stock_levels(full, args.lead_time, 1, sim.critical_ratio)
         kpi_full = run_policy(sim, full, levels)
         totals = newsvendor_features(full, levels, args.lead_time + 1)
-        per_store = standardized(newsvendor_features(full, levels, args.lead_time + 1, groups=stores))
+        per_store = newsvendor_features(full, levels, args.lead_time + 1, groups=stores, standardize=True)
         variants = {"values+match": (None, totals),
                     "store_kpis+match": (kpi_features(sim, full, levels, stores), totals),
                     "store_newsvendor": (per_store, None),
                     "store_newsvendor+match": (per_store, totals),
-                    "total_newsvendor+match": (standardized(totals), totals)}
+                    "total_newsvendor+match": (newsvendor_features(full, levels, args.lead_time + 1, standardize=True), totals)}
         for name, (feats, match) in variants.items():
             t = time.process_time()
             small, _ = reduce_scenarios(full, args.reduce_to, method="forward", features=feats, match=match)

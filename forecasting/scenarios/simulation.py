@@ -142,15 +142,20 @@ def kpi_features(simulator: Simulator, scenarios: ScenarioSet, policy, groups,
         out = simulator.simulate(scenarios.values[rows.to(scenarios.values.device)], pol)
         cols += [out[k].detach().double().cpu() for k in kpis]
     x = torch.stack(cols, 1)  # [S, G * K]
-    if not standardize:
-        return x
-    w = scenarios.weights.double().cpu()[:, None]
+    return _standardized(x, scenarios.weights) if standardize else x
+
+
+def _standardized(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``[S, F]`` columns divided by their weighted standard deviation across scenarios; constant
+    columns are dropped (they cannot tell scenarios apart)."""
+    w = weights.double().cpu()[:, None]
     sd = ((w * (x - (w * x).sum(0)) ** 2).sum(0)).sqrt()
     keep = sd > 1e-12 * x.abs().amax(0).clamp_min(1e-300)
     return x[:, keep] / sd[keep]
 
 
-def newsvendor_features(scenarios: ScenarioSet, levels: torch.Tensor, periods: int, groups=None) -> torch.Tensor:
+def newsvendor_features(scenarios: ScenarioSet, levels: torch.Tensor, periods: int, groups=None,
+                        standardize: bool = False) -> torch.Tensor:
     """``[S, 3 G]`` per-scenario quantities behind a base-stock policy's KPIs, whose means a reduced
     set should keep (``reduce_scenarios(..., match=newsvendor_features(...))``).
 
@@ -159,7 +164,11 @@ def newsvendor_features(scenarios: ScenarioSet, levels: torch.Tensor, periods: i
     ``(D_t - S_t)_+``, the protection-interval demand ``D_t`` (``periods`` steps from t, see
     :func:`protection_demand`) above the order-up-to level ``S_t`` (``levels`` ``[N, H]``), what
     lost sales grow with; and leftover, ``(S_t - D_t)_+``, what stock on hand grows with.
-    Computed from the scenario values and the policy alone: no simulation, no realised demand."""
+    Computed from the scenario values and the policy alone: no simulation, no realised demand.
+
+    ``standardize``: each column divided by its weighted standard deviation across scenarios
+    (constant ones dropped), so every group counts alike when they are the selection features of
+    ``reduce_scenarios(..., features=newsvendor_features(..., groups=store, standardize=True))``."""
     N, S, H = scenarios.values.shape
     if levels.shape != (N, H):
         raise ScenarioError(f"levels must be [N, H] = [{N}, {H}], got shape {tuple(levels.shape)}")
@@ -175,7 +184,8 @@ def newsvendor_features(scenarios: ScenarioSet, levels: torch.Tensor, periods: i
     gap = prot - levels.double().to(prot.device)[:, None, :]
     parts = (scenarios.values.double().sum(-1), gap.clamp_min(0).sum(-1), (-gap).clamp_min(0).sum(-1))  # [N, S] each
     cols = [torch.zeros(G, S, dtype=torch.float64).index_add_(0, codes, x.cpu()) for x in parts]
-    return torch.cat(cols).T  # [S, 3 G]: demand of each group, then shortfall, then leftover
+    x = torch.cat(cols).T  # [S, 3 G]: demand of each group, then shortfall, then leftover
+    return _standardized(x, scenarios.weights) if standardize else x
 
 
 def protection_demand(demand: torch.Tensor, periods: int) -> torch.Tensor:

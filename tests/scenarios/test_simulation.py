@@ -138,5 +138,10 @@ def test_newsvendor_features_by_hand_and_by_group():
     assert x.tolist() == [[12.0, 2.0, 9.0], [14.0, 3.0, 11.0]]
     by = newsvendor_features(sc, levels, 2, groups=["g1", "g2"])
     assert by.shape == (2, 6) and torch.equal(by[:, [0, 2, 4]] + by[:, [1, 3, 5]], x)
+    # standardised: two equally weighted scenarios -> each column differs by 2 sd; constant columns dropped
+    z = newsvendor_features(sc, levels, 2, standardize=True)
+    assert z.shape == (2, 3) and torch.allclose(z[1] - z[0], torch.full((3,), 2.0, dtype=torch.float64))
+    zb = newsvendor_features(sc, levels, 2, groups=["g1", "g2"], standardize=True)
+    assert zb.shape[1] == int((by.std(0) > 0).sum())
     with pytest.raises(ScenarioError, match="levels"):
         newsvendor_features(sc, torch.zeros(2, 2), 2)
