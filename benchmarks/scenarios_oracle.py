@@ -42,8 +42,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     ds = forecasting.load("walmart", args.data_dir)
     H = ds.task.horizon
-    panel = ds.panel if args.split == "test" else ds.panel.truncate(torch.full_like(ds.panel.end, ds.panel.num_steps - H))
-    window = panel.windows(H, 1, align="grid")[0]
+    _, window = bench.split_window(ds, args.split)
     train, y, mask = window.train, window.target, window.mask
     fc, _ = bench.cached_forecast(args, ds, train, H)
     hier = Hierarchy.from_panel(ds.panel, ["Store", "Type"])

@@ -62,8 +62,7 @@ def main(argv=None) -> int:
     choice = json.loads(Path(args.choice).read_text())["chosen"]["copula"]
     ds = forecasting.load("walmart", args.data_dir)
     H = ds.task.horizon
-    panel = ds.panel if args.split == "test" else ds.panel.truncate(torch.full_like(ds.panel.end, ds.panel.num_steps - H))
-    window = panel.windows(H, 1, align="grid")[0]
+    panel, window = bench.split_window(ds, args.split)
     train, mask = window.train, window.mask
     fc, _ = bench.cached_forecast(args, ds, train, H)
     dep = bench.SPECS[choice["spec"]][1](choice["transform"], args.rank)

@@ -102,6 +102,14 @@ def methods(args, choice: dict | None = None) -> dict:
     return out
 
 
+def split_window(ds, split: str):
+    """The panel seen at ``split`` (``"test"``: all of it; ``"val"``: without the last H weeks) and its
+    window: the last H weeks cut at one date for every series (``align="grid"``)."""
+    H = ds.task.horizon
+    panel = ds.panel if split == "test" else ds.panel.truncate(torch.full_like(ds.panel.end, ds.panel.num_steps - H))
+    return panel, panel.windows(H, 1, align="grid")[0]
+
+
 def previous_window_pit(args, ds, panel, train, H) -> tuple[torch.Tensor, dict]:
     """``[N, H]`` PIT of the window before ``train``'s forecast window (its last H steps) under the same
     model's forecast from H steps earlier, rows in ``train``'s series order (NaN where a series has no
@@ -627,8 +635,7 @@ def main(argv=None) -> int:
         report["transform"] = {f: c["transform"] for f, c in val_choice["chosen"].items()}
     ds = forecasting.load("walmart", args.data_dir)
     H = ds.task.horizon
-    panel = ds.panel if args.split == "test" else ds.panel.truncate(torch.full_like(ds.panel.end, ds.panel.num_steps - H))
-    window = panel.windows(H, 1, align="grid")[0]
+    panel, window = split_window(ds, args.split)
     train, y, mask = window.train, window.target, window.mask
     fc, report["forecast_time"] = cached_forecast(args, ds, train, H)
     print("forecast", report["forecast_time"], flush=True)
