@@ -324,3 +324,24 @@ def test_ensemble_pools_the_members_paths_and_round_trips(tmp_path):
     assert all(tuple(x.tolist()) in got for x in own[0])
     with pytest.raises(ValueError, match="ensemble"):
         DeepAR(ensemble=0)
+
+
+def test_anchor_penalty_keeps_the_location_nearer_the_anchor_and_checks_its_arguments():
+    from forecasting.models.deepar.training import _nll_sum, window_batch
+    panel, _, _ = nb_panel(n=8, t=48)
+    kw = dict(likelihood="studentT", anchor="profile", profile_group="group", max_epochs=3, validation=False, seed=0)
+    free = DeepAR(**kw, **FAST).fit(panel, 12)
+    tied = DeepAR(**kw, anchor_penalty=100.0, **FAST).fit(panel, 12)
+    corr = []
+    for m in (free, tied):
+        pt = m._tensors(panel, 12)
+        with torch.no_grad():
+            dyn, static, y, o, s, base = window_batch(m.net_, pt, torch.arange(8), pt.end, m.context_, m.context_ + 12, pt.end)
+            raw, _ = m.net_(dyn, static)
+        corr.append(float(raw[..., 0].abs().mean()))
+    assert corr[1] < corr[0]
+    assert torch.isfinite(tied.predict(panel, 10, seed=0).samples).all()
+    with pytest.raises(ValueError, match="anchor_penalty"):
+        DeepAR(anchor_penalty=1.0)
+    with pytest.raises(ValueError, match="anchor_penalty"):
+        DeepAR(anchor="profile", anchor_penalty=-1.0)

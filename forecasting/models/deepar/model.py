@@ -59,6 +59,9 @@ class DeepAR(Model):
       index per series (mean of ``y / series mean`` at the same week of the year, hour of the week,
       ...; its group's index, pooled within the static categorical ``profile_group`` at fit, counts
       as ``profile_weight`` observations) and the mean deseasonalised value of the last 13 steps
+    - ``anchor_penalty``: with an anchor, adds that times the squared location correction (per unit
+      of scale) to each step's training NLL: a ridge that keeps forecasts near the anchor unless the
+      data pull them away (0: none)
     - ``num_processes``: data-parallel training in that many processes (torch.distributed; each
       computes a share of every batch and gradients are summed, so the model is the one-process
       model); ``backend``: ``"gloo"`` (CPU) or ``"nccl"`` (one GPU per process), None: from the
@@ -81,7 +84,7 @@ class DeepAR(Model):
                  anchor: int | str | None = None, profile_group: str | None = None, profile_weight: float = 0.5,
                  num_processes: int = 1, backend: str | None = None, val_metric: str = "nll",
                  val_samples: int = 16, loss: str = "nll", loss_samples: int = 8, crps_weight: float = 1.0,
-                 ensemble: int = 1, progress: bool = False):
+                 ensemble: int = 1, anchor_penalty: float = 0.0, progress: bool = False):
         from .likelihoods import get_likelihood
         lk = get_likelihood(likelihood)  # unknown names fail here, not after a long fit
         if loss not in ("nll", "crps", "nll+crps"):
@@ -95,6 +98,10 @@ class DeepAR(Model):
             raise ValueError(f"crps_weight must be > 0, got {crps_weight!r}")
         self.loss, self.loss_samples, self.crps_weight = loss, int(loss_samples), float(crps_weight)
         self.ensemble = int(ensemble)
+        if anchor_penalty < 0 or (anchor_penalty > 0 and (anchor is None or lk.count or loss != "nll")):
+            raise ValueError(f"anchor_penalty={anchor_penalty!r} must be >= 0, and > 0 only with an anchor, a "
+                             f"real-valued likelihood and loss='nll'")
+        self.anchor_penalty = float(anchor_penalty)
         for arg, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("batch_size", batch_size),
                            ("batches_per_epoch", batches_per_epoch), ("max_epochs", max_epochs),
                            ("max_rows", 1 if max_rows is None else max_rows), ("num_processes", num_processes), ("ensemble", ensemble)):
@@ -221,7 +228,8 @@ class DeepAR(Model):
                           weight_decay=self.weight_decay, clip=self.clip, patience=self.patience,
                           time_limit=time_limit, progress=self.progress, val_metric=self.val_metric,
                           val_samples=self.val_samples, loss=self.loss,
-                          loss_samples=self.loss_samples, crps_weight=self.crps_weight)
+                          loss_samples=self.loss_samples, crps_weight=self.crps_weight,
+                          anchor_penalty=getattr(self, "anchor_penalty", 0.0))
         info = {}
         if self.validation:
             # validate on each series' last `horizon` steps; train only on what precedes them

@@ -98,13 +98,19 @@ class World:
             g.copy_(f)
 
 
-def _nll_sum(net, dyn, static, y, o, s, base=None, weight=None):
-    """Summed negative log-likelihood of the observed (and weighted) steps, and their count."""
+def _nll_sum(net, dyn, static, y, o, s, base=None, weight=None, anchor_penalty: float = 0.0):
+    """Summed negative log-likelihood of the observed (and weighted) steps, and their count.
+    ``anchor_penalty``: plus that times the squared location correction (per unit of scale) the
+    network adds to the anchor, a ridge that keeps the location near the anchor unless the data say
+    otherwise (training only)."""
     raw, _ = net(dyn, static)
     d = net.likelihood.distribution(raw, s[:, None], base)
     lp = d.log_prob(torch.where(o, y, torch.zeros_like(y)))
     m = o if weight is None else o & weight
-    return -(lp * m).sum(), m.sum()
+    total = -(lp * m).sum()
+    if anchor_penalty:
+        total = total + anchor_penalty * (raw[..., 0].square() * m).sum()
+    return total, m.sum()
 
 
 def sample_crps(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -187,6 +193,7 @@ class TrainConfig:
     loss: str = "nll"  # "nll": teacher-forced one-step; "crps" / "nll+crps": multi-step (see _multi_step_sum)
     loss_samples: int = 8
     crps_weight: float = 1.0  # of the CRPS part in "nll+crps"
+    anchor_penalty: float = 0.0  # ridge on the network's location correction of the anchor (see _nll_sum)
 
 
 @dataclass
@@ -292,7 +299,8 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
             t_end = lo[rows] + (torch.rand(cfg.batch_size, generator=gen, device=dev) * span[rows]).long()
             rows, t_end = world.shard(rows), world.shard(t_end)
             if cfg.loss == "nll":
-                total, n = _nll_sum(net, *window_batch(net, pt, rows, t_end, cfg.context, length, limit))
+                total, n = _nll_sum(net, *window_batch(net, pt, rows, t_end, cfg.context, length, limit),
+                                    anchor_penalty=cfg.anchor_penalty)
                 n_all = world.sum(n.detach().clone()).clamp_min(1)
                 loss = total / n_all
             else:  # each part averaged over the whole (global) batch's count, then weighted
