@@ -336,10 +336,16 @@ def test_anchor_penalty_keeps_the_location_nearer_the_anchor_and_checks_its_argu
     for m in (free, tied):
         pt = m._tensors(panel, 12)
         with torch.no_grad():
-            dyn, static, y, o, s, base = window_batch(m.net_, pt, torch.arange(8), pt.end, m.context_, m.context_ + 12, pt.end)
-            raw, _ = m.net_(dyn, static)
+            batch = window_batch(m.net_, pt, torch.arange(8), pt.end, m.context_, m.context_ + 12, pt.end)
+            raw, _ = m.net_(*batch[:2])
+            # the penalty term is exactly lambda * sum of squared corrections over the observed steps
+            plain, n = _nll_sum(m.net_, *batch)
+            pen, n2 = _nll_sum(m.net_, *batch, anchor_penalty=2.5)
+        o = batch[3]
+        torch.testing.assert_close(pen - plain, 2.5 * (raw[..., 0].square() * o).sum(), rtol=1e-4, atol=1e-4)
+        assert int(n) == int(n2) == int(o.sum())
         corr.append(float(raw[..., 0].abs().mean()))
-    assert corr[1] < corr[0]
+    assert corr[1] < 0.5 * corr[0]
     assert torch.isfinite(tied.predict(panel, 10, seed=0).samples).all()
     with pytest.raises(ValueError, match="anchor_penalty"):
         DeepAR(anchor_penalty=1.0)
