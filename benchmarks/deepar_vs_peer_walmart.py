@@ -91,8 +91,8 @@ def main(argv=None) -> dict:
     rows[-1].update(gradient_steps=_steps(model), batch_size=128, stopped_by=stopped)
 
     if not args.skip_best:
-        configs["ours-best"] = BEST
-        model = DeepAR(**BEST)
+        configs["ours-best"] = dict(BEST, seed=args.seed)
+        model = DeepAR(**configs["ours-best"])
         rows.append(_run("ours-best", model, window, task, args.num_samples, args.seed))
         rows[-1].update(gradient_steps=_steps(model), batch_size=128)
 

@@ -120,6 +120,50 @@ def test_bad_input_is_a_clear_error():
     short = panel.select([0])
     with pytest.raises(PanelError, match="known covariates missing in the forecast window"):
         DeepAR(**FAST).fit(short, 40)
+    inf = Panel.from_long(panel.to_long().assign(target=lambda d: d.target.where(d.index != 35, np.inf)), freq="MS")
+    for lik in ("studentT", "negbin"):  # NaN is a gap; an infinite value is an error naming the series
+        with pytest.raises(PanelError, match=r"infinite targets: series 's1' has inf"):
+            DeepAR(likelihood=lik, **FAST).fit(inf, 6)
+    with pytest.raises(ValueError, match="lags must not repeat"):
+        DeepAR(lags=(1, 1, 2, 12))
+    for clip in (0.0, -1.0):
+        with pytest.raises(ValueError, match="clip"):
+            DeepAR(clip=clip)
+    with pytest.raises(ValueError, match="anchor_penalty"):
+        DeepAR(anchor="profile", anchor_penalty=float("nan"))
+
+
+def test_profile_anchor_on_a_series_that_is_zero_throughout_forecasts_zeros():
+    panel, _, _ = nb_panel(n=8, t=48)
+    d = panel.to_long()
+    d.loc[d.item_id == "s3", "target"] = 0.0
+    zero = Panel.from_long(d, freq="MS")
+    m = DeepAR(likelihood="studentT", anchor="profile", max_epochs=2, validation=False, use_known_covariates=False,
+               **FAST).fit(zero, 12)
+    s = m.predict(zero, 20, seed=0).samples
+    assert torch.isfinite(s).all()
+    assert float(s[3].abs().max()) < 0.01 * float(s.abs().mean())  # its scale is the floor: next to 0
+
+
+def test_static_codes_and_profiles_are_matched_by_level_not_position():
+    panel, _, _ = nb_panel(n=12, t=48)
+    groups = {f"s{i}": f"g{i % 4}" for i in range(12)}
+    d = panel.to_long().drop(columns="promo").assign(group=lambda x: x.item_id.map(groups))
+    full = Panel.from_long(d, freq="MS", static_categorical=["group"])
+    sub_ids = [i for i, g in groups.items() if g in ("g2", "g3")]
+    sub = Panel.from_long(d[d.item_id.isin(sub_ids)], freq="MS", static_categorical=["group"])
+    assert list(sub.static_cat_levels[0]) == ["g2", "g3"]  # codes 0, 1 there; 2, 3 at fit
+    m = DeepAR(likelihood="studentT", anchor="profile", profile_group="group", max_epochs=1, validation=False,
+               use_known_covariates=False, **FAST).fit(full, 12)
+    rows = [list(full.item_ids).index(i) for i in sub.item_ids]
+    a, b = m._tensors(full, 12), m._tensors(sub, 12)
+    assert torch.equal(b.codes, a.codes[rows]) and set(b.codes[:, 0].tolist()) == {2, 3}
+    # the pooled group part of the profile is the same; the series' own part is its own in both
+    torch.testing.assert_close(b.profile, a.profile[rows])
+    unseen = Panel.from_long(d.assign(group=lambda x: x.group.replace("g1", "g9")), freq="MS",
+                             static_categorical=["group"])
+    codes = m._tensors(unseen, 12).codes[:, 0]
+    assert set(codes[[list(unseen.item_ids).index(i) for i, g in groups.items() if g == "g1"]].tolist()) == {4}
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 from ...data.calendar import _base, calendar_features, seasonal_position
 from ...data.panel import Panel
@@ -64,6 +66,11 @@ class FeatureSpec:
     profile: torch.Tensor | None = None  # [G + 1, P] seasonal index per group; row G: all series
     profile_group: str | None = None  # static categorical the profile is pooled within (None: all)
     profile_weight: float = 0.5  # observations the group profile counts for in a series' profile
+    # the fit panel's levels of each static categorical (codes are matched by level, not position,
+    # so a predict panel built with fewer or reordered levels gets the embeddings and profiles it
+    # was trained with); None in models saved before they were kept: positional codes
+    static_cat_levels: tuple[tuple, ...] | None = None
+    profile_levels: tuple | None = None  # levels of ``profile_group`` at fit
 
     @property
     def num_known_inputs(self) -> int:
@@ -89,7 +96,7 @@ class FeatureSpec:
         key = pos[None, :T].expand(N, T)
         sums = torch.zeros(N, period, device=dev).scatter_add_(1, key, z)
         counts = torch.zeros(N, period, device=dev).scatter_add_(1, key, obs.to(z.dtype))
-        codes = _group_codes(panel, self.profile_group, self.profile.shape[0] - 1)
+        codes = _group_codes(panel, self.profile_group, self.profile.shape[0] - 1, self.profile_levels)
         group = self.profile.to(dev)[codes]  # [N, P]
         w = self.profile_weight
         idx = pos[None].expand(N, -1)
@@ -125,7 +132,11 @@ class FeatureSpec:
                 raise ValueError(f"the panel's static categoricals {list(panel.static_cat_names)} differ from "
                                  f"those at fit {list(self.static_cat_names)}")
             card = torch.tensor(self.cardinalities, device=dev)
-            codes = torch.where(panel.static_cat < card, panel.static_cat, card.expand_as(panel.static_cat))
+            if self.static_cat_levels is not None:
+                codes = torch.stack([_fit_codes(panel, c, self.static_cat_levels[c], self.cardinalities[c])
+                                     for c in range(len(self.cardinalities))], 1)
+            else:
+                codes = torch.where(panel.static_cat < card, panel.static_cat, card.expand_as(panel.static_cat))
         else:
             codes = torch.zeros(N, 0, dtype=torch.long, device=dev)
         if self.static_real_names:
@@ -136,15 +147,27 @@ class FeatureSpec:
         return codes, r
 
 
-def _group_codes(panel: Panel, group: str | None, unseen: int) -> torch.Tensor:
-    """``[N]`` profile row of each series: its level of ``group`` (levels beyond ``unseen`` -> the
-    all-series row ``unseen``), or ``unseen`` for every series without a group."""
+def _fit_codes(panel: Panel, c: int, fit_levels, unseen: int) -> torch.Tensor:
+    """``[N]`` codes of the panel's static categorical ``c`` in the fit panel's numbering
+    (``fit_levels``); levels not seen at fit -> ``unseen``."""
+    pos = pd.Index(list(fit_levels)).get_indexer(panel.static_cat_levels[c])
+    # the last entry is what code -1 (a missing level) reads: unseen as well
+    table = np.append(np.where(pos >= 0, pos, unseen), unseen)
+    return torch.as_tensor(table, dtype=torch.long, device=panel.device)[panel.static_cat[:, c]]
+
+
+def _group_codes(panel: Panel, group: str | None, unseen: int, fit_levels=None) -> torch.Tensor:
+    """``[N]`` profile row of each series: its level of ``group`` (matched by level to
+    ``fit_levels`` when given; levels not seen at fit -> the all-series row ``unseen``), or
+    ``unseen`` for every series without a group."""
     N, dev = panel.num_series, panel.device
     if group is None:
         return torch.full((N,), unseen, dtype=torch.long, device=dev)
     names = list(panel.static_cat_names or ())
     if group not in names:
         raise ValueError(f"profile_group={group!r} is not a static categorical of the panel (it has {names})")
+    if fit_levels is not None:
+        return _fit_codes(panel, names.index(group), fit_levels, unseen)
     codes = panel.static_cat[:, names.index(group)]
     return torch.where(codes < unseen, codes, torch.full_like(codes, unseen))
 
@@ -216,6 +239,10 @@ def fit_features(panel: Panel, use_known: bool, use_static: bool, lags=None, pro
         rmean = rstd = torch.zeros(0)
         real_names = ()
     prof = seasonal_profile(panel, profile_group) if profile else None
+    cat_levels = tuple(tuple(lv) for lv in panel.static_cat_levels) if cat_names else ()
+    prof_levels = None
+    if profile and profile_group is not None:
+        prof_levels = tuple(panel.static_cat_levels[list(panel.static_cat_names).index(profile_group)])
     return FeatureSpec(known_names, mean.cpu(), std.cpu(), flag.cpu(), cat_names, cards, real_names,
                        rmean.cpu(), rstd.cpu(), tuple(lags or lags_for_freq(panel.freq)), panel.freq,
-                       prof, profile_group if profile else None, profile_weight)
+                       prof, profile_group if profile else None, profile_weight, cat_levels, prof_levels)

@@ -24,8 +24,8 @@ class DeepAR(Model):
 
     Hyperparameters:
 
-    - ``context_length``: steps unrolled before the forecast (None: ``max(2 * horizon, 2 * lag_1)``
-      capped by the data, see ``fit``); ``lags``: target lags (None: from the frequency)
+    - ``context_length``: steps unrolled before the forecast (None: ``max(2 * horizon, 8)``);
+      ``lags``: target lags, distinct (None: from the frequency)
     - ``hidden_size``, ``num_layers``, ``dropout``, ``cell`` (``"lstm"`` or ``"gru"``)
     - ``likelihood``: ``"studentT"``, ``"normal"``, ``"negbin"``, ``"poisson"``, ``"zinb"`` (counts
       need non-negative integer targets; anything else is an error naming the series)
@@ -98,7 +98,7 @@ class DeepAR(Model):
             raise ValueError(f"crps_weight must be > 0, got {crps_weight!r}")
         self.loss, self.loss_samples, self.crps_weight = loss, int(loss_samples), float(crps_weight)
         self.ensemble = int(ensemble)
-        if anchor_penalty < 0 or (anchor_penalty > 0 and (anchor is None or lk.count or loss != "nll")):
+        if not anchor_penalty >= 0 or (anchor_penalty > 0 and (anchor is None or lk.count or loss != "nll")):
             raise ValueError(f"anchor_penalty={anchor_penalty!r} must be >= 0, and > 0 only with an anchor, a "
                              f"real-valued likelihood and loss='nll'")
         self.anchor_penalty = float(anchor_penalty)
@@ -111,6 +111,10 @@ class DeepAR(Model):
             raise ValueError(f"context_length must be >= 1 or None, got {context_length!r}")
         if lags is not None and (len(lags) == 0 or min(lags) < 1):
             raise ValueError(f"lags must be positive integers or None, got {lags!r}")
+        if lags is not None and len(set(int(l) for l in lags)) != len(lags):
+            raise ValueError(f"lags must not repeat, got {lags!r}")
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip (the gradient-norm limit) must be > 0 or None, got {clip!r}")
         if time_limit is not None and time_limit <= 0:
             raise ValueError(f"time_limit must be > 0 seconds or None, got {time_limit!r}")
         self.context_length = context_length
@@ -143,9 +147,16 @@ class DeepAR(Model):
     # ------------------------------------------------------------------ data
     def _check_targets(self, panel: Panel) -> None:
         from .likelihoods import get_likelihood
+        y, o = panel.target, panel.observed
+        inf = o & torch.isinf(y)  # NaN means missing; an infinite value is an error, not a gap
+        if bool(inf.any()):
+            rows = inf.any(1).nonzero().squeeze(1).cpu().numpy()
+            i = int(rows[0])
+            j = int(inf[i].nonzero()[0, 0])
+            raise PanelError(f"series {list(panel.item_ids[rows[:5]])} have infinite targets: series "
+                             f"{panel.item_ids[i]!r} has {float(y[i, j])} at {panel.index[j]}")
         if not get_likelihood(self.likelihood).count:
             return
-        y, o = panel.target, panel.observed
         bad = o & ((y < 0) | (y != torch.round(y)))
         if bool(bad.any()):
             rows = bad.any(1).nonzero().squeeze(1).cpu().numpy()
@@ -253,6 +264,7 @@ class DeepAR(Model):
         H = self._check_fitted()
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self._check_targets(panel)
         dev = next(self.net_.parameters()).device
         panel = panel.to(dev)
         if self.features_.known_names:

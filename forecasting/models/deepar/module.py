@@ -78,10 +78,11 @@ def anchor_base(values: torch.Tensor, observed: torch.Tensor, lags: torch.Tensor
     lag-1 value, else 0. ``values``/``observed`` ``[..., L]`` are the step's lag inputs."""
     if anchor is None:
         return None
-    k_s = int((lags == anchor).nonzero()[0, 0])
-    k_1 = int((lags == 1).nonzero()[0, 0])
-    last = torch.where(observed[..., k_1], values[..., k_1], torch.zeros_like(values[..., k_1]))
-    return torch.where(observed[..., k_s], values[..., k_s], last)
+    # one-hot selections instead of an index looked up on the host: no device sync per step on a GPU
+    is_s, is_1 = lags == anchor, lags == 1
+    v_s, v_1 = (values * is_s).sum(-1), (values * is_1).sum(-1)
+    last = torch.where((observed & is_1).any(-1), v_1, torch.zeros_like(v_1))
+    return torch.where((observed & is_s).any(-1), v_s, last)
 
 
 def profile_base(values: torch.Tensor, observed: torch.Tensor, lag_profile: torch.Tensor, profile: torch.Tensor,
@@ -96,7 +97,8 @@ def profile_base(values: torch.Tensor, observed: torch.Tensor, lag_profile: torc
     short = (lags <= PROFILE_LEVEL_LAGS) & (lags >= 1)
     m = observed & short
     s = series_scale
-    deseason = values / s[..., None] - (lag_profile - 1)
+    # a series that is zero throughout has scale 0: its anchor is 0 (0 x a finite level), not 0 / 0
+    deseason = values / torch.where(s > 0, s, torch.ones_like(s))[..., None] - (lag_profile - 1)
     n = m.sum(-1)
     level = torch.where(n > 0, (deseason * m).sum(-1) / n.clamp_min(1), torch.ones_like(profile))
     return s * (level + profile - 1)
@@ -106,13 +108,11 @@ def read_draws(values: torch.Tensor, observed: torch.Tensor, drawn: torch.Tensor
                t: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Lag values ``[R, L]`` and flags of forecast step ``t`` with the lags that reach inside the
     forecast (``lag <= t``) read from the values drawn so far, ``drawn`` ``[R, >= t]`` (observed)."""
-    k = (lags <= t).nonzero().squeeze(1)
-    if k.numel() == 0:
+    if t < 1:
         return values, observed
-    values, observed = values.clone(), observed.clone()
-    values[:, k] = drawn[:, t - lags[k]]
-    observed[:, k] = True
-    return values, observed
+    inside = lags <= t  # a mask, not indices: no device sync per step on a GPU
+    got = drawn[:, (t - lags).clamp_min(0)]  # columns < t exist; those of lags > t are not used
+    return torch.where(inside, got, values), observed | inside
 
 
 @dataclass
