@@ -395,3 +395,20 @@ def test_anchor_penalty_keeps_the_location_nearer_the_anchor_and_checks_its_argu
         DeepAR(anchor_penalty=1.0)
     with pytest.raises(ValueError, match="anchor_penalty"):
         DeepAR(anchor="profile", anchor_penalty=-1.0)
+
+
+def test_validation_phase_features_do_not_see_the_held_out_steps():
+    panel, _, _ = nb_panel(n=8, t=48)
+    groups = {f"s{i}": f"g{i % 4}" for i in range(8)}
+    d = panel.to_long().drop(columns="promo").assign(group=lambda x: x.item_id.map(groups))
+    a = Panel.from_long(d, freq="MS", static_categorical=["group"])
+    late = d.timestamp >= d.timestamp.max() - pd.DateOffset(months=11)  # the last 12 steps: held out
+    b = Panel.from_long(d.assign(target=d.target.where(~late, d.target * 10)), freq="MS", static_categorical=["group"])
+    m = DeepAR(likelihood="studentT", anchor="profile", profile_group="group", max_epochs=1, validation=True,
+               use_known_covariates=False, **FAST).fit(a, 12)
+    va, vb = (m._held_out_tensors(p, 12, m._tensors(p, 12)) for p in (a, b))
+    torch.testing.assert_close(va.series_scale, vb.series_scale)
+    torch.testing.assert_close(va.profile, vb.profile)
+    assert not torch.equal(va.y, vb.y)  # the held-out truth itself is still there to be scored
+    full = m._tensors(b, 12)
+    assert not torch.allclose(full.series_scale, vb.series_scale)  # the full-history scale does see them

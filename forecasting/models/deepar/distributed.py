@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, size: int, model, pt, horizon: int, seed: int, backend: str, port: int, out: str,
-            threads: int):
+            threads: int, pt_val=None):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(threads)
@@ -38,15 +38,17 @@ def _worker(rank: int, size: int, model, pt, horizon: int, seed: int, backend: s
         if dev.type == "cuda":
             dev = torch.device("cuda", rank)
             torch.cuda.set_device(dev)
-            pt = type(pt)(**{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in vars(pt).items()})
-        net, info = model._train_phases(pt, horizon, World(rank, size, str(dev)), seed)
+            move = lambda p: type(p)(**{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in vars(p).items()})
+            pt = move(pt)
+            pt_val = None if pt_val is None else move(pt_val)
+        net, info = model._train_phases(pt, horizon, World(rank, size, str(dev)), seed, pt_val)
         if rank == 0:
             torch.save({"state": {k: v.cpu() for k, v in net.state_dict().items()}, "train": info}, out)
     finally:
         dist.destroy_process_group()
 
 
-def spawn_fit(model, pt, horizon: int, seed: int) -> tuple[dict, dict]:
+def spawn_fit(model, pt, horizon: int, seed: int, pt_val=None) -> tuple[dict, dict]:
     """Train the member ``seed`` of ``model`` (a configured ``DeepAR`` with ``features_`` set) on
     ``pt`` in ``model.num_processes`` processes; returns process 0's weights (on the CPU) and history."""
     size = model.num_processes
@@ -57,7 +59,7 @@ def spawn_fit(model, pt, horizon: int, seed: int) -> tuple[dict, dict]:
     threads = max(1, torch.get_num_threads() // size)
     with tempfile.TemporaryDirectory(prefix="deepar_ddp_") as tmp:
         out = str(Path(tmp) / "rank0.pt")
-        mp.spawn(_worker, args=(size, model, pt, horizon, seed, backend, _free_port(), out, threads), nprocs=size,
+        mp.spawn(_worker, args=(size, model, pt, horizon, seed, backend, _free_port(), out, threads, pt_val), nprocs=size,
                  join=True)
         result = torch.load(out, map_location="cpu", weights_only=False)
     return result["state"], result["train"]

@@ -1,6 +1,7 @@
 """``DeepAR``: the estimator users call (``fit`` / ``predict`` / ``save`` / ``load``)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Sequence
 
@@ -203,6 +204,7 @@ class DeepAR(Model):
         lk = get_likelihood(self.likelihood)
         self.min_scale_ = 0.1 if lk.count else max(1e-6, 1e-3 * float(obs_abs.mean()))
         pt = self._tensors(panel, horizon)
+        pt_val = self._held_out_tensors(panel, horizon, pt) if self.validation else None
         spawn = self.num_processes > 1 and not dist.is_initialized()
         # one process, or one of a world already launched (e.g. by torchrun): train together
         world = World(dist.get_rank(), dist.get_world_size(), str(dev)) if dist.is_initialized() else World()
@@ -210,11 +212,11 @@ class DeepAR(Model):
         for seed in range(self.seed, self.seed + self.ensemble):  # members one after another
             if spawn:
                 from .distributed import spawn_fit
-                state, info = spawn_fit(self, pt, horizon, seed)
+                state, info = spawn_fit(self, pt, horizon, seed, pt_val)
                 net = self._new_net(pt, dev, seed)
                 net.load_state_dict(state)
             else:
-                net, info = self._train_phases(pt, horizon, world, seed)
+                net, info = self._train_phases(pt, horizon, world, seed, pt_val)
             nets.append(net.eval())
             infos.append(info)
         self.net_, self.members_ = nets[0], nets
@@ -222,14 +224,33 @@ class DeepAR(Model):
         self.train_["fit_seconds"] = time.perf_counter() - t0
         return self
 
+    def _held_out_tensors(self, panel: Panel, horizon: int, pt: PanelTensors) -> PanelTensors:
+        """``pt`` for the validation phase: the same targets (the held-out last ``horizon`` steps
+        are scored), but each series' scale and seasonal profiles (its own and its group's) from
+        the history before them only, so early stopping scores what a forecast from there could
+        know."""
+        cut = panel.truncate(panel.end - horizon)
+        steps = torch.arange(cut.num_steps, device=cut.device)
+        obs = cut.observed & (steps[None] < cut.end[:, None])
+        y = torch.where(obs, cut.target, torch.zeros_like(cut.target))
+        scale = y.abs().sum(1) / obs.sum(1).clamp_min(1)
+        profile = None
+        if pt.profile is not None:
+            spec = fit_features(cut, False, False, self.lags, True, self.profile_group, self.profile_weight)
+            ext = pd.date_range(panel.index[0], periods=pt.profile.shape[1], freq=panel.freq)
+            profile = spec.profile_grid(cut, ext)
+        return dataclasses.replace(pt, series_scale=scale, profile=profile)
+
     def _new_net(self, pt: PanelTensors, dev, seed: int) -> DeepARNetwork:
         torch.manual_seed(seed)
         return DeepARNetwork(self.features_, pt.calendar.shape[1], self.hidden_size, self.num_layers,
                              self.dropout, self.likelihood, self.cell, anchor=self.anchor).to(dev)
 
-    def _train_phases(self, pt: PanelTensors, horizon: int, world: World, seed: int) -> tuple[DeepARNetwork, dict]:
+    def _train_phases(self, pt: PanelTensors, horizon: int, world: World, seed: int,
+                      pt_val: PanelTensors | None = None) -> tuple[DeepARNetwork, dict]:
         """Validation (early stopping) and refit, or one training run, of the member with ``seed``;
-        returns the net and its history."""
+        returns the net and its history. ``pt_val``: the tensors of the validation phase (see
+        ``_held_out_tensors``; default ``pt``)."""
         dev = pt.y.device
         gen = torch.Generator(device=dev)
         gen.manual_seed(seed)
@@ -247,7 +268,8 @@ class DeepAR(Model):
             if self.refit and time_limit is not None:
                 cfg.time_limit = time_limit / 2
             net = self._new_net(pt, dev, seed)
-            res = train(net, pt, pt.end - horizon, cfg, gen, val=pt, world=world)
+            pv = pt if pt_val is None else pt_val
+            res = train(net, pv, pv.end - horizon, cfg, gen, val=pv, world=world)
             info["validation"] = res.__dict__
             if self.refit:
                 net = self._new_net(pt, dev, seed)
