@@ -176,6 +176,11 @@ class Panel:
 
         y = np.full((N, T), np.nan)
         y[row, col] = df[target].to_numpy()
+        inf = np.isinf(y)  # NaN is a missing value; an infinite one is an error, not a gap
+        if inf.any():
+            i, j = np.argwhere(inf)[0]
+            raise PanelError(f"infinite target values in series {_names(ids[inf.any(axis=1)])}: e.g. {y[i, j]} at "
+                             f"{index[j]} in series {ids[i]!r}")
         observed = ~np.isnan(y)
         empty = ~observed.any(axis=1)
         if empty.any():

@@ -56,6 +56,7 @@ def test_future_known_covariates_extend_the_grid():
     (lambda d: d.assign(target=d.target.astype(object).where(d.index != 21, "n/a")),
      r"non-numeric target 'target' in series 's2'.*'n/a'"),
     (lambda d: d.assign(target=d.target.where(d.item_id != "s1")), r"no observed target value: 's1'"),
+    (lambda d: d.assign(target=d.target.where(d.index != 21, -np.inf)), r"infinite target values in series 's2'.*-inf at 2020-01-10"),
     (lambda d: d.assign(store=d.store.where(d.index != 5, "z")), r"static column 'store' changes over time in series 's0'"),
     (lambda d: d.assign(price=d.price.astype(object).where(d.index != 7, "cheap")), r"non-numeric values in column 'price'.*'s0'"),
 ])
