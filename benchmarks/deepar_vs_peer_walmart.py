@@ -14,7 +14,7 @@ Runs, one after the other in this process on the same window, threads and num_sa
    (``benchmarks/results/deepar.md``). Its test score is not a new choice: the same configuration
    was scored on test by ``deepar_walmart.py``; it runs here only for the wall-time ratio.
 
-Each is scored with the package's ``evaluate`` (fev's WQL/MASE). Writes
+Each is fitted, timed and scored by the package's ``backtest`` (fev's WQL/MASE). Writes
 ``benchmarks/results/deepar_vs_peer_walmart.{json,md}`` atomically (``--out`` for the stem).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import forecasting
-from forecasting.evaluation.backtest import PeakMemory, evaluate
+from forecasting.evaluation.backtest import backtest
 from forecasting.forecast import atomic_write
 from forecasting.models.deepar import DeepAR
 from forecasting.models.gluonts_deepar import GluonTSDeepAR
@@ -39,17 +39,14 @@ REGULARISED = dict(anchor="profile", profile_group="Dept", dropout=0.5, weight_d
 BEST = dict(REGULARISED, validation=False, max_epochs=10, batches_per_epoch=50, ensemble=3, anchor_penalty=30.0)
 
 
-def _run(name, model, window, task, num_samples, seed):
+def _run(name, model, ds, num_samples, seed):
+    """Fit, predict and score ``model`` on walmart's test window (the package's ``backtest``)."""
     print(f"[{time.strftime('%H:%M:%S')}] {name}: fitting", flush=True)
-    with PeakMemory() as mem:
-        t0 = time.perf_counter()
-        model.fit(window.train, window.horizon)
-        t1 = time.perf_counter()
-        fc = model.predict(window.train, num_samples=num_samples, seed=seed)
-        t2 = time.perf_counter()
-    scores = {k: round(float(v), 5) for k, v in evaluate(fc, window, task).items()}
-    row = {"model": name, **scores, "fit_seconds": round(t1 - t0, 1), "predict_seconds": round(t2 - t1, 1),
-           "total_seconds": round(t2 - t0, 1), "peak_rss_mb": round(mem.peak_mb)}
+    (cell,) = backtest(ds, lambda task: model, model_name=name, num_samples=num_samples, seed=seed)
+    scores = {k: round(float(v), 5) for k, v in cell.metrics.items()}
+    row = {"model": name, **scores, "fit_seconds": round(cell.fit_seconds, 1),
+           "predict_seconds": round(cell.predict_seconds, 1),
+           "total_seconds": round(cell.fit_seconds + cell.predict_seconds, 1), "peak_rss_mb": round(cell.peak_rss_mb)}
     print(f"[{time.strftime('%H:%M:%S')}] {name}: WQL {row['wql']:.4f}, fit {row['fit_seconds']} s, "
           f"predict {row['predict_seconds']} s", flush=True)
     return row
@@ -73,12 +70,11 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    ds = forecasting.load("walmart", args.data_dir)
-    task, window = ds.task, ds.windows()[0]
+    ds = forecasting.load("walmart", args.data_dir)  # one window: fev's test window (the last 39 weeks)
     rows, configs = [], {}
 
-    peer = GluonTSDeepAR.fev(task.horizon, time_limit=args.time_limit, seed=args.seed)
-    rows.append(_run("gluonts-deepar-fev", peer, window, task, args.num_samples, args.seed))
+    peer = GluonTSDeepAR.fev(ds.task.horizon, time_limit=args.time_limit, seed=args.seed)
+    rows.append(_run("gluonts-deepar-fev", peer, ds, args.num_samples, args.seed))
     peer_steps = int(peer.global_steps_)
     rows[-1].update(gradient_steps=peer_steps, batch_size=128, stopped_by=peer.stopped_by_, epochs=peer.epochs_)
 
@@ -86,14 +82,14 @@ def main(argv=None) -> dict:
                 hidden_size=40, num_layers=2, validation=True, refit=False, val_metric="crps", seed=args.seed)
     configs["ours-same-budget"] = same
     model = DeepAR(**same)
-    rows.append(_run("ours-same-budget", model, window, task, args.num_samples, args.seed))
+    rows.append(_run("ours-same-budget", model, ds, args.num_samples, args.seed))
     stopped = [part["stopped_by"] for part in model.train_.values() if isinstance(part, dict) and "stopped_by" in part]
     rows[-1].update(gradient_steps=_steps(model), batch_size=128, stopped_by=stopped)
 
     if not args.skip_best:
         configs["ours-best"] = dict(BEST, seed=args.seed)
         model = DeepAR(**configs["ours-best"])
-        rows.append(_run("ours-best", model, window, task, args.num_samples, args.seed))
+        rows.append(_run("ours-best", model, ds, args.num_samples, args.seed))
         rows[-1].update(gradient_steps=_steps(model), batch_size=128)
 
     p = rows[0]

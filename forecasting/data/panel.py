@@ -176,11 +176,6 @@ class Panel:
 
         y = np.full((N, T), np.nan)
         y[row, col] = df[target].to_numpy()
-        inf = np.isinf(y)  # NaN is a missing value; an infinite one is an error, not a gap
-        if inf.any():
-            i, j = np.argwhere(inf)[0]
-            raise PanelError(f"infinite target values in series {_names(ids[inf.any(axis=1)])}: e.g. {y[i, j]} at "
-                             f"{index[j]} in series {ids[i]!r}")
         observed = ~np.isnan(y)
         empty = ~observed.any(axis=1)
         if empty.any():
@@ -235,7 +230,7 @@ class Panel:
 
         return cls(
             item_ids=ids, index=index, freq=freq,
-            target=torch.from_numpy(np.nan_to_num(y, nan=0.0).astype(np.float32)),
+            target=torch.from_numpy(np.where(observed, y, 0.0).astype(np.float32)),  # +-inf stays inf: refused below
             observed=torch.from_numpy(observed),
             start=torch.from_numpy(start.astype(np.int64)), end=torch.from_numpy(end.astype(np.int64)),
             known=None if known is None else torch.from_numpy(known.astype(np.float32)),
@@ -328,6 +323,13 @@ class Panel:
         if self.observed.shape != (N, T) or len(self.item_ids) != N or len(self.index) != T:
             raise PanelError(f"inconsistent panel shapes: target {tuple(self.target.shape)}, "
                              f"observed {tuple(self.observed.shape)}, {len(self.item_ids)} ids, {len(self.index)} steps")
+        inf = self.observed & torch.isinf(self.target)  # NaN is a missing value; an infinite one is an error
+        if bool(inf.any()):
+            rows = inf.any(1).nonzero().squeeze(1).cpu().numpy()
+            i = int(rows[0])
+            j = int(inf[i].nonzero()[0, 0])
+            raise PanelError(f"infinite target values in series {_names(self.item_ids[rows])}: e.g. "
+                             f"{float(self.target[i, j])} at {self.index[j]} in series {self.item_ids[i]!r}")
 
     @property
     def num_series(self) -> int:

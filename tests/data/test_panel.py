@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -64,6 +66,18 @@ def test_bad_input_errors_name_the_series(mutate, message):
     df = mutate(long_frame())
     with pytest.raises(PanelError, match=message):
         Panel.from_long(df, known_covariates=["price"], static_categorical=["store"], freq="W-FRI")
+
+
+def test_infinite_targets_are_refused_however_the_panel_is_built():
+    p = Panel.from_long(long_frame(), freq="W-FRI")
+    y = p.target.clone()
+    y[1, 5] = float("inf")
+    with pytest.raises(PanelError, match=r"infinite target values in series 's1': e.g. inf at 2020-02-07"):
+        dataclasses.replace(p, target=y)
+    y[1, 5] = 0.0
+    o = p.observed.clone()
+    y[2, 3], o[2, 3] = float("inf"), False  # a masked (missing) step may hold anything
+    assert dataclasses.replace(p, target=y, observed=o).num_series == p.num_series
 
 
 def test_unknown_columns_and_frequency_are_clear_errors():

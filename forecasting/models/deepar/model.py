@@ -20,6 +20,15 @@ from .training import TrainConfig, World, train
 __all__ = ["DeepAR"]
 
 
+def _history(panel: Panel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Targets (0 where not observed) and flags of the observed steps before each series' end, and
+    each series' mean |y| over them (its scale)."""
+    steps = torch.arange(panel.num_steps, device=panel.device)
+    obs = panel.observed & (steps[None] < panel.end[:, None])
+    y = torch.where(obs, panel.target, torch.zeros_like(panel.target))
+    return y, obs, y.abs().sum(1) / obs.sum(1).clamp_min(1)
+
+
 class DeepAR(Model):
     """A global autoregressive RNN fitted on every series of a Panel at once.
 
@@ -148,16 +157,9 @@ class DeepAR(Model):
     # ------------------------------------------------------------------ data
     def _check_targets(self, panel: Panel) -> None:
         from .likelihoods import get_likelihood
-        y, o = panel.target, panel.observed
-        inf = o & torch.isinf(y)  # NaN means missing; an infinite value is an error, not a gap
-        if bool(inf.any()):
-            rows = inf.any(1).nonzero().squeeze(1).cpu().numpy()
-            i = int(rows[0])
-            j = int(inf[i].nonzero()[0, 0])
-            raise PanelError(f"series {list(panel.item_ids[rows[:5]])} have infinite targets: series "
-                             f"{panel.item_ids[i]!r} has {float(y[i, j])} at {panel.index[j]}")
         if not get_likelihood(self.likelihood).count:
             return
+        y, o = panel.target, panel.observed
         bad = o & ((y < 0) | (y != torch.round(y)))
         if bool(bad.any()):
             rows = bad.any(1).nonzero().squeeze(1).cpu().numpy()
@@ -175,11 +177,7 @@ class DeepAR(Model):
         t_ext = max(T + horizon, panel.known.shape[1] if panel.known is not None and spec.known_names else 0)
         ext = pd.date_range(panel.index[0], periods=t_ext, freq=panel.freq)
         cal = calendar_features(ext, panel.freq).to(dev)
-        steps = torch.arange(T, device=dev)
-        obs = panel.observed & (steps[None] < panel.end[:, None])
-        y = torch.where(obs, panel.target, torch.zeros_like(panel.target))
-        n = obs.sum(1).clamp_min(1)
-        series_scale = (y.abs().sum(1) / n)
+        y, obs, series_scale = _history(panel)
         codes, reals = spec.static_inputs(panel)
         return PanelTensors(y=y, obs=obs, known=spec.known_inputs(panel, t_ext), calendar=cal, start=panel.start,
                             end=panel.end, codes=codes, reals=reals, series_scale=series_scale,
@@ -230,10 +228,7 @@ class DeepAR(Model):
         the history before them only, so early stopping scores what a forecast from there could
         know."""
         cut = panel.truncate(panel.end - horizon)
-        steps = torch.arange(cut.num_steps, device=cut.device)
-        obs = cut.observed & (steps[None] < cut.end[:, None])
-        y = torch.where(obs, cut.target, torch.zeros_like(cut.target))
-        scale = y.abs().sum(1) / obs.sum(1).clamp_min(1)
+        scale = _history(cut)[2]
         profile = None
         if pt.profile is not None:
             spec = fit_features(cut, False, False, self.lags, True, self.profile_group, self.profile_weight)
