@@ -192,6 +192,12 @@ class Panel:
             if future is not None:
                 frow = ids.get_indexer(future[id_col])
                 fcol = known_index.get_indexer(future[timestamp_col])
+                early = (future[timestamp_col] < known_index[0]).to_numpy()
+                if early.any():
+                    bad = future.loc[early]
+                    raise PanelError(
+                        f"`future` rows dated before the history starts ({known_index[0]}) for series "
+                        f"{_names(bad[id_col].unique())}: e.g. {bad[timestamp_col].iloc[0]}")
                 if (fcol < 0).any():
                     bad = future.loc[fcol < 0]
                     raise PanelError(
@@ -216,6 +222,7 @@ class Panel:
             nun = firsts[static_categorical].nunique(dropna=False)
             cls._check_constant(nun, ids, static_categorical)
             first_rows = firsts[static_categorical].first()
+            cls._check_present(first_rows, ids, "static categorical")
             codes, lv = [], []
             for c in static_categorical:
                 cat = pd.Categorical(first_rows[c])
@@ -226,7 +233,9 @@ class Panel:
         if static_real:
             nun = firsts[static_real].nunique(dropna=False)
             cls._check_constant(nun, ids, static_real)
-            sreal = torch.tensor(firsts[static_real].first().to_numpy(), dtype=torch.float32)
+            first_real = firsts[static_real].first()
+            cls._check_present(first_real, ids, "static real")
+            sreal = torch.tensor(first_real.to_numpy(), dtype=torch.float32)
 
         return cls(
             item_ids=ids, index=index, freq=freq,
@@ -248,6 +257,16 @@ class Panel:
             varying = nunique[c].to_numpy() > 1
             if varying.any():
                 raise PanelError(f"static column {c!r} changes over time in series {_names(ids[varying])}")
+
+    @staticmethod
+    def _check_present(first: pd.DataFrame, ids: pd.Index, kind: str) -> None:
+        """Static values must be given: a missing category would become code -1 (read as the last
+        level), a missing real a NaN model input."""
+        for c in first.columns:
+            missing = first[c].isna().to_numpy()
+            if missing.any():
+                raise PanelError(f"{kind} column {c!r} has no value for series {_names(ids[missing])}; "
+                                 f"fill it (e.g. with an explicit 'unknown' level) before building the panel")
 
     @staticmethod
     def _infer_freq(df: pd.DataFrame, id_col: str, timestamp_col: str) -> str:
@@ -279,9 +298,13 @@ class Panel:
                 if isinstance(start, pd.Period) else pd.date_range(start, periods=len(y), freq=freq)
             frame = {"item_id": item, "timestamp": ts, "target": y}
             kn = np.asarray(entry.get("feat_dynamic_real", np.zeros((0, len(y)))), dtype=float)
+            pa = np.asarray(entry.get("past_feat_dynamic_real", np.zeros((0, len(y)))), dtype=float)
+            for field, arr, need in (("feat_dynamic_real", kn, len(y)), ("past_feat_dynamic_real", pa, len(y))):
+                if arr.ndim != 2 or (arr.shape[0] and arr.shape[1] < need):
+                    raise PanelError(f"series {item!r}: {field} must be [features, >= {need} steps] (the target's "
+                                     f"length), got shape {arr.shape}")
             for k in range(kn.shape[0]):
                 frame[f"feat_dynamic_real_{k}"] = kn[k, : len(y)]
-            pa = np.asarray(entry.get("past_feat_dynamic_real", np.zeros((0, len(y)))), dtype=float)
             for k in range(pa.shape[0]):
                 frame[f"past_feat_dynamic_real_{k}"] = pa[k, : len(y)]
             frames.append(pd.DataFrame(frame))

@@ -25,10 +25,35 @@ from ..datasets.registry import Dataset, Task
 from ..forecast import Forecast, atomic_write
 from . import metrics as M
 
-__all__ = ["evaluate", "backtest", "run_benchmark", "CellResult", "PeakMemory", "leaderboard_markdown",
+__all__ = ["evaluate", "align_forecast", "backtest", "run_benchmark", "CellResult", "PeakMemory", "leaderboard_markdown",
            "environment"]
 
 INTERVALS = {50: (0.25, 0.75), 80: (0.1, 0.9), 95: (0.025, 0.975)}
+
+
+def align_forecast(forecast: Forecast, window: Window) -> Forecast:
+    """``forecast`` with its rows in the order of ``window``'s series, matched by ``item_ids`` (not by
+    position); an error names series missing from the forecast, series the window does not hold,
+    and series whose forecast does not start right after their cutoff."""
+    ids = window.train.item_ids
+    fids = forecast.item_ids
+    if not fids.equals(ids):
+        pos = fids.get_indexer(ids) if fids.is_unique else None
+        if pos is None or (pos < 0).any() or len(fids) != len(ids):
+            dup = list(fids[fids.duplicated()].unique()[:5])
+            missing = list(ids.difference(fids)[:5])
+            extra = list(fids.difference(ids)[:5])
+            raise ValueError(f"the forecast's series do not match the window's: missing {missing}, "
+                             f"not in the window {extra}, repeated {dup} (first 5 of each)")
+        forecast = Forecast(forecast.samples[torch.as_tensor(pos, device=forecast.samples.device)], ids,
+                            forecast.start[pos], forecast.freq)
+    expected = window.train.forecast_start()
+    off = expected != forecast.start
+    if off.any():
+        i = int(off.nonzero()[0][0])
+        raise ValueError(f"{int(off.sum())} forecasts do not start right after their series' cutoff: series "
+                         f"{ids[i]!r} starts at {forecast.start[i]}, its truth at {expected[i]}")
+    return forecast
 
 
 def evaluate(forecast: Forecast, window: Window, task: Task) -> dict[str, float]:
@@ -41,6 +66,7 @@ def evaluate(forecast: Forecast, window: Window, task: Task) -> dict[str, float]
     - ``coverage_{50,80,95}``: share of truth inside the central intervals; ``interval_score_80``
     - ``pit_coverage_80``: share of randomised PIT values in [0.1, 0.9] (calibration for counts too)
     """
+    forecast = align_forecast(forecast, window)
     y, mask = window.target.to(forecast.samples.device), window.mask.to(forecast.samples.device)
     if forecast.samples.shape[0] != y.shape[0] or forecast.horizon != y.shape[1]:
         raise ValueError(f"forecast {tuple(forecast.samples.shape)} does not match the window's truth {tuple(y.shape)}")

@@ -181,14 +181,17 @@ def energy_score(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | No
     if samples.ndim != 3 or y.shape != (samples.shape[0], samples.shape[2]):
         raise ValueError(f"energy_score needs samples [B, S, D] and y [B, D], got {tuple(samples.shape)} and {tuple(y.shape)}")
     m = _mask(y, mask)
-    x = samples * m[:, None, :]
-    y_ = torch.nan_to_num(y) * m
-    term1 = (x - y_[:, None, :]).norm(dim=-1).mean(-1)
+    # centred on the truth (ES is shift-invariant): large levels do not eat the float precision
+    x = (samples - torch.nan_to_num(y)[:, None, :]) * m[:, None, :]
+    term1 = x.norm(dim=-1).mean(-1)
     S = x.shape[1]
-    pair = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    pair = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     for i in range(0, S, chunk):  # chunks of samples bound memory; O(S / chunk) iterations
-        pair += torch.cdist(x[:, i:i + chunk], x).sum((1, 2))
-    return term1 - pair / (2 * S * S)
+        # direct differences: cdist's matmul shortcut (used above 25 samples) cancels catastrophically
+        # when the spread is small against the level
+        d = torch.cdist(x[:, i:i + chunk], x, compute_mode="donot_use_mm_for_euclid_dist")
+        pair += d.sum((1, 2), dtype=torch.float64)
+    return (term1.double() - pair / (2 * S * S)).to(x.dtype)
 
 
 M5_QUANTILES = (0.005, 0.025, 0.165, 0.25, 0.5, 0.75, 0.835, 0.975, 0.995)

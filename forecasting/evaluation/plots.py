@@ -73,6 +73,8 @@ def diagnostics(forecast: Forecast, window: Window, fan_rows: Sequence[int] | No
     (sum CRPS / sum |y| at each horizon step, NaN-free: None where no truth) and ``fan``: for each
     row of ``fan_rows`` (default :func:`fan_series`), the last ``history`` observed-or-missing
     values before the cutoff (default 3 x horizon), the truth, and :data:`FAN_QUANTILES`."""
+    from .backtest import align_forecast
+    forecast = align_forecast(forecast, window)
     samples = forecast.samples
     y, mask = window.target.to(samples.device), window.mask.to(samples.device)
     N, _S, H = samples.shape

@@ -11,6 +11,7 @@ parser with :func:`add_parser` and dispatch to :func:`run`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -74,7 +75,9 @@ def _history(panel, forecast):
         bad = forecast.item_ids[cut < 1]
         raise ScenarioError(f"the forecast of series {list(bad[:5])} starts outside the dataset's history "
                             f"({sub.index[0]}..{sub.index[-1]})")
-    return sub.truncate(torch.as_tensor(cut, dtype=torch.long))
+    # named as the forecast names them (the ids may have matched as strings only), so the dependence
+    # and the hierarchy fitted on this history accept the forecast's series
+    return dataclasses.replace(sub.truncate(torch.as_tensor(cut, dtype=torch.long)), item_ids=forecast.item_ids)
 
 
 def _past_residuals(history, past, seed: int) -> torch.Tensor:

@@ -433,9 +433,10 @@ class GaussianCopula(_Reordering):
                                     "too few to fit a copula")
             n_obs = ok.sum(1)
             few = n_obs < self.min_obs
-            # PIT through each series' empirical CDF (mid-ranks; ties broken by position, missing last)
+            # PIT through each series' empirical CDF (mid-ranks: tied values share their mean rank, so
+            # an intermittent series' zeros get one value, not ranks rising with time; missing last)
             key = torch.where(ok, x, torch.full_like(x, float("inf")))
-            ranks = key.argsort(dim=1, stable=True).argsort(dim=1).double()
+            ranks = _mid_ranks(key)
             u = (ranks + 0.5) / n_obs.clamp_min(1)[:, None].double()
             z = torch.where(ok & ~few[:, None], _norm_ppf(u.clamp(1e-6, 1 - 1e-6)), torch.zeros_like(u))
             z = torch.where(ok, z - (z * ok).sum(1, keepdim=True) / n_obs.clamp_min(1)[:, None], torch.zeros_like(z))
@@ -636,3 +637,18 @@ def joint_scenarios(forecast: Forecast, dependence, seed: int | None = 0, progre
     else:
         values = dependence.apply(forecast.samples, seed=seed, item_ids=forecast.item_ids, progress=progress)
     return ScenarioSet.from_forecast(forecast, values, method=dependence.name)
+
+
+def _mid_ranks(key: torch.Tensor) -> torch.Tensor:
+    """0-based ranks along the last dimension, ties given the mean of the ranks they span (float64)."""
+    sv, order = key.sort(dim=-1, stable=True)
+    T = key.shape[-1]
+    pos = torch.arange(T, device=key.device).expand_as(sv)
+    starts = torch.ones_like(sv, dtype=torch.bool)
+    starts[..., 1:] = sv[..., 1:] != sv[..., :-1]
+    ends = torch.ones_like(starts)
+    ends[..., :-1] = starts[..., 1:]
+    first = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), dim=-1).values
+    last = (T - 1) - torch.cummax(torch.where(ends, (T - 1) - pos, torch.zeros_like(pos)).flip(-1), dim=-1).values.flip(-1)
+    return torch.empty(key.shape, dtype=torch.float64, device=key.device).scatter_(
+        -1, order, (first + last).double() / 2)

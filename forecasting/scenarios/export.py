@@ -16,6 +16,7 @@ Writers (all atomic: a temporary file moved into place):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -153,8 +154,10 @@ def write_parquet(path, source, chunk_size: int = 100, compression: str = "zstd"
     N, H = stream.num_series, stream.horizon
     items = pa.array([str(i) for i in stream.item_ids], type=pa.string())
     ts = _timestamps(stream)  # [N * H]
+    # timezone-aware starts keep their zone (the int64 values are UTC): local midnight stays that day
+    ts_type = pa.timestamp("ns", tz=str(stream.start.tz)) if stream.start.tz is not None else pa.timestamp("ns")
     schema = pa.schema([("scenario", pa.int32()), ("weight", pa.float64()),
-                        ("item_id", pa.dictionary(pa.int32(), pa.string())), ("timestamp", pa.timestamp("ns")),
+                        ("item_id", pa.dictionary(pa.int32(), pa.string())), ("timestamp", ts_type),
                         ("value", pa.float32())])
     item_codes = np.repeat(np.arange(N, dtype=np.int32), H)
     per_group = max(1, max_rows // (N * H))  # scenarios per row group
@@ -176,7 +179,7 @@ def write_parquet(path, source, chunk_size: int = 100, compression: str = "zstd"
                         pa.array(np.repeat(np.arange(first, first + s, dtype=np.int32), N * H)),
                         pa.array(np.repeat(w[j:j + s], N * H)),
                         pa.DictionaryArray.from_arrays(pa.array(np.tile(item_codes, s)), items),
-                        pa.array(np.tile(ts, s), type=pa.timestamp("ns")),
+                        pa.array(np.tile(ts, s), type=ts_type),
                         pa.array(vals),
                     ], schema=schema)
                     writer.write_table(table, row_group_size=table.num_rows)
@@ -187,8 +190,26 @@ def write_parquet(path, source, chunk_size: int = 100, compression: str = "zstd"
     return atomic_write(path, write)
 
 
+def _ids_json(ids: pd.Index) -> list:
+    """Series ids as JSON keeps them: ints and strings as they are (integer ids come back as ints),
+    anything else as its string."""
+    return [i if isinstance(i, (int, str)) else str(i) for i in ids.tolist()]
+
+
+def _fingerprint(path: Path, span: int = 1 << 20) -> str:
+    """sha256 of a file's size and its first and last ``span`` bytes: ties an index to its values
+    file (cheap at any size; a copied file keeps it)."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(span))
+        f.seek(max(0, size - span))
+        h.update(f.read(span))
+    return h.hexdigest()
+
+
 def _index_json(stream: ScenarioStream, weights: np.ndarray) -> dict:
-    return {"layout": "values[scenario, series, step]", "item_ids": [str(i) for i in stream.item_ids],
+    return {"layout": "values[scenario, series, step]", "item_ids": _ids_json(stream.item_ids),
             "start": [t.isoformat() for t in stream.start], "freq": stream.freq, "horizon": stream.horizon,
             "num_scenarios": stream.num_scenarios, "method": stream.method, "weights": weights.tolist()}
 
@@ -220,7 +241,9 @@ def write_numpy(path, source, chunk_size: int = 256, progress: bool = False) -> 
             raise ScenarioError(f"the stream yielded {seen} scenarios, it announced {stream.num_scenarios}")
 
     atomic_write(path, write)
-    meta = _index_json(stream, weights)
+    # two files cannot be replaced in one step: the index records the values file's fingerprint, so
+    # a run that dies between the two renames leaves a pair that read_numpy refuses, not mislabels
+    meta = {**_index_json(stream, weights), "values_fingerprint": _fingerprint(path)}
     atomic_write(path.with_suffix(".index.json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
     return path
 
@@ -229,9 +252,16 @@ def read_numpy(path, mmap: bool = True) -> ScenarioSet:
     """A ScenarioSet from :func:`write_numpy`'s files (values memory-mapped unless ``mmap=False``;
     the ScenarioSet holds them series-major as a view, no copy)."""
     path = Path(path)
-    meta = json.loads(path.with_suffix(".index.json").read_text())
+    index = path.with_suffix(".index.json")
+    meta = json.loads(index.read_text())
+    if "values_fingerprint" in meta and meta["values_fingerprint"] != _fingerprint(path):
+        raise ScenarioError(f"{index} does not describe {path}: the values file was replaced after the index "
+                            "was written (an interrupted write_numpy?); write the scenarios again")
     # copy-on-write mapping: torch needs a writable array, the file is never changed
     values = torch.from_numpy(np.load(path, mmap_mode="c" if mmap else None))
+    expected = (meta["num_scenarios"], len(meta["item_ids"]), meta["horizon"])
+    if tuple(values.shape) != expected:
+        raise ScenarioError(f"{path} holds values of shape {tuple(values.shape)}, its index describes {expected}")
     return ScenarioSet(values.permute(1, 0, 2), torch.tensor(meta["weights"], dtype=torch.float64),
                        pd.Index(meta["item_ids"], name="item_id"), pd.DatetimeIndex(meta["start"]), meta["freq"],
                        meta.get("method", ""))
@@ -243,7 +273,7 @@ def write_torch(path, scenarios: ScenarioSet) -> Path:
         raise ScenarioError(f"write_torch takes a ScenarioSet in memory, got {type(scenarios).__name__}; "
                             "stream large sets with write_numpy or write_parquet")
     payload = {"values": scenarios.values.cpu(), "weights": scenarios.weights.cpu(),
-               "item_ids": [str(i) for i in scenarios.item_ids], "start": scenarios.start.astype("int64").tolist(),
+               "item_ids": scenarios.item_ids.tolist(), "item_ids_name": scenarios.item_ids.name, "start": scenarios.start.astype("int64").tolist(),
                "tz": str(scenarios.start.tz) if scenarios.start.tz is not None else None,
                "freq": scenarios.freq, "method": scenarios.method}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
@@ -254,5 +284,5 @@ def read_torch(path, map_location="cpu") -> ScenarioSet:
     start = pd.DatetimeIndex(pd.to_datetime(p["start"]))
     if p["tz"]:
         start = start.tz_localize("UTC").tz_convert(p["tz"])
-    return ScenarioSet(p["values"], p["weights"], pd.Index(p["item_ids"], name="item_id"), start, p["freq"],
-                       p["method"])
+    return ScenarioSet(p["values"], p["weights"], pd.Index(p["item_ids"], name=p.get("item_ids_name", "item_id")),
+                       start, p["freq"], p["method"])

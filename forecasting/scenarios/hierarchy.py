@@ -98,8 +98,9 @@ class Hierarchy:
             name = "/".join(cols)
             if len(cols) == 1:
                 out[name] = frame[cols[0]].to_numpy(dtype=object)
-            else:
-                out[name] = frame[cols].astype(str).agg("|".join, axis=1).to_numpy(dtype=object)
+            else:  # a missing part stays missing (refused with the series' names), not the string 'None'
+                joined = frame[cols].astype(str).agg("|".join, axis=1).to_numpy(dtype=object)
+                out[name] = np.where(frame[cols].isna().any(axis=1).to_numpy(), None, joined)
         if total:
             out[TOTAL] = np.full(len(frame), TOTAL, dtype=object)
         return cls(frame.index, out, nested=nested)
@@ -318,10 +319,11 @@ def level_metrics(scenarios: ScenarioSet, hierarchy: Hierarchy, y: torch.Tensor,
         yt, mt = truth[lv]
         q = sc.quantile(levels)
         at = {lev: q[:, i] for i, lev in enumerate(levels)}
-        c = weighted_crps(sc.values, sc.weights, yt)
+        yt = torch.where(mt, yt, torch.zeros_like(yt))  # NaN marks a missing value: NaN * 0 would be NaN
+        c = torch.where(mt, weighted_crps(sc.values, sc.weights, yt), torch.zeros_like(yt))
         row = {"level": lv, "nodes": sc.num_series, "points": int(mt.sum()),
-               "crps": float((c * mt).sum() / mt.sum().clamp_min(1)),
-               "scaled_crps": float((c * mt).sum() / (yt.abs() * mt).sum()),
+               "crps": float(c.sum() / mt.sum().clamp_min(1)),
+               "scaled_crps": float(c.sum() / (yt.abs() * mt).sum()),
                "wql": float(M.wql(torch.stack([at[lev] for lev in quantiles], 1), yt, quantiles, mt))}
         for cov, (lo, hi) in {50: (0.25, 0.75), 80: (0.1, 0.9), 95: (0.025, 0.975)}.items():
             row[f"coverage_{cov}"] = float(M.coverage(at[lo], at[hi], yt, mt))

@@ -231,8 +231,9 @@ class InventorySimulator:
     stock starts at ``initial_inventory`` (``[N]``; default the first base-stock level, at least 0
     under lost sales) with nothing on order. Negative demand (returns) raises unless ``negative_demand="return"``, which
     puts it back on the shelf. KPIs per scenario (sums over series and steps): ``total_cost``,
-    ``holding_cost``, ``shortage_cost``, ``shortage_units``, ``demand`` (positive demand),
-    ``ordered``, ``fill_rate`` (1 - shortage units / positive demand)."""
+    ``holding_cost``, ``shortage_cost``, ``shortage_units`` (units of demand not served from stock
+    when demanded: lost, or backordered and counted once), ``demand`` (positive demand),
+    ``ordered``, ``fill_rate`` (1 - shortage units / positive demand: the share served from stock)."""
 
     kpis = ("total_cost", "holding_cost", "shortage_cost", "shortage_units", "demand", "ordered", "fill_rate")
     higher_is_worse: ClassVar[dict[str, bool]] = {"fill_rate": False}
@@ -321,10 +322,11 @@ class InventorySimulator:
                 short_units += lost
                 shortage += b * lost
             else:
+                # units of this step's demand not served from stock (backordered: counted once, when
+                # demanded); the cost accrues on the whole backlog at the end of every step
+                short_units += d.clamp_min(0) - torch.minimum(net.clamp_min(0), d.clamp_min(0))
                 net = net - d
-                backlog = (-net).clamp_min(0)
-                short_units += backlog
-                shortage += b * backlog
+                shortage += b * (-net).clamp_min(0)
             holding += h * net.clamp_min(0)
         pos_demand = d_all.clamp_min(0).sum((0, 2))
         su = short_units.sum(0)

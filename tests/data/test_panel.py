@@ -68,6 +68,20 @@ def test_bad_input_errors_name_the_series(mutate, message):
         Panel.from_long(df, known_covariates=["price"], static_categorical=["store"], freq="W-FRI")
 
 
+def test_missing_static_values_and_early_future_rows_are_errors():
+    df = long_frame()
+    # a missing category would become code -1 and read as the last level
+    no_store = df.assign(store=df.store.where(df.item_id != "s1"))
+    with pytest.raises(PanelError, match=r"static categorical column 'store' has no value for series 's1'"):
+        Panel.from_long(no_store, static_categorical=["store"], freq="W-FRI")
+    no_size = df.assign(size=df["size"].where(df.item_id != "s2"))
+    with pytest.raises(PanelError, match=r"static real column 'size' has no value for series 's2'"):
+        Panel.from_long(no_size, static_real=["size"], freq="W-FRI")
+    early = pd.DataFrame({"item_id": ["s0"], "timestamp": [pd.Timestamp("2019-12-27")], "price": [1.0]})
+    with pytest.raises(PanelError, match=r"`future` rows dated before the history starts.*'s0'"):
+        Panel.from_long(df, known_covariates=["price"], future=early, freq="W-FRI")
+
+
 def test_infinite_targets_are_refused_however_the_panel_is_built():
     p = Panel.from_long(long_frame(), freq="W-FRI")
     y = p.target.clone()
@@ -141,6 +155,10 @@ def test_from_gluonts_dataset():
     assert p.observed.tolist() == [[True, True, False, True], [False, True, True, True]]
     assert p.future_known(2)[:, :, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
     assert p.static_cat.tolist() == [[0], [1]]
+    short = ListDataset([{"start": pd.Period("2020-01", freq="M"), "target": [1.0, 2.0, 3.0], "item_id": "c",
+                          "feat_dynamic_real": [[0, 1]]}], freq="M")
+    with pytest.raises(PanelError, match=r"series 'c': feat_dynamic_real must be \[features, >= 3 steps\]"):
+        Panel.from_gluonts(short)
 
 
 def test_to_device_select_and_roundtrip_to_long():

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 import forecasting
-from forecasting.evaluation.backtest import backtest, run_benchmark
+from forecasting import Forecast
+from forecasting.evaluation.backtest import backtest, evaluate, run_benchmark
 from forecasting.models import Naive, SeasonalNaive
 from forecasting.models.base import Model
 
@@ -50,3 +51,18 @@ def test_run_benchmark_records_a_failing_model_and_goes_on(sample, tmp_path):
     assert "±" in board  # two seeds: mean ± sd
     fc = pd.read_parquet(tmp_path / "forecasts" / "traffic_weekly_sample" / "naive_window0_seed1.parquet")
     assert len(fc) == 200 * 8 and {"0.1", "0.9", "mean"} <= set(fc.columns)
+
+
+def test_evaluate_matches_forecast_rows_to_series_by_name(sample):
+    window = sample.windows()[0]
+    fc = SeasonalNaive(52).fit(window.train, sample.task.horizon).predict(window.train, 50, seed=0)
+    ref = evaluate(fc, window, sample.task)
+    perm = list(range(fc.num_series))[::-1]  # the same forecast, rows listed backwards, correctly named
+    rev = Forecast(fc.samples[perm], fc.item_ids[perm], fc.start[perm], fc.freq)
+    assert evaluate(rev, window, sample.task) == pytest.approx(ref)
+    renamed = Forecast(fc.samples, fc.item_ids[:-1].append(pd.Index(["nowhere"])), fc.start, fc.freq)
+    with pytest.raises(ValueError, match=r"missing \[.*\], not in the window \['nowhere'\]"):
+        evaluate(renamed, window, sample.task)
+    late = Forecast(fc.samples, fc.item_ids, fc.start + pd.Timedelta(weeks=1), fc.freq)
+    with pytest.raises(ValueError, match="do not start right after their series' cutoff: series"):
+        evaluate(late, window, sample.task)

@@ -111,6 +111,17 @@ def test_energy_score_matches_scoringrules_style_definition_and_crps_in_1d():
     np.testing.assert_allclose(M.energy_score(x2, y2, chunk=7).numpy(), torch.stack(brute).numpy(), atol=1e-12)
 
 
+def test_energy_score_in_float32_is_exact_at_large_levels_and_shift_invariant():
+    # 100 samples (cdist's matmul shortcut starts above 25) at level 1e4 with spread 1, float32
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 100, 1400, generator=g)
+    x, y = 1e4 + noise, torch.full((1, 1400), 1e4)
+    xd = noise.double()
+    exact = xd.norm(dim=-1).mean() - torch.cdist(xd, xd, compute_mode="donot_use_mm_for_euclid_dist").mean() / 2
+    assert M.energy_score(x, y).item() == pytest.approx(exact.item(), rel=1e-5)
+    assert M.energy_score(noise, torch.zeros(1, 1400)).item() == pytest.approx(exact.item(), rel=1e-5)
+
+
 def test_wspl_is_zero_for_perfect_quantiles_and_weights_levels():
     y = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     q = y[:, None, :].expand(2, 9, 2)

@@ -242,3 +242,18 @@ def test_copula_learns_forecast_error_dependence_from_pit_residuals():
     bad[4, 7] = 1.5
     with pytest.raises(ScenarioError, match="PIT values in \\[0, 1\\]; series 'x4'"):
         GaussianCopula(3).fit(panel, 6, residuals=bad)
+
+
+def test_copula_sees_no_dependence_between_independent_intermittent_series():
+    # 90 % zeros: ties broken by position would give every series ranks rising with time, a shared
+    # "trend" the copula read as correlation (0.56 before mid-ranks)
+    rng = np.random.default_rng(0)
+    n, t = 20, 150
+    y = np.where(rng.random((n, t)) < 0.9, 0.0, rng.poisson(5, (n, t)) + 1.0)
+    ts = pd.date_range("2020-01-01", periods=t, freq="D")
+    from forecasting import Panel
+    panel = Panel.from_long(pd.DataFrame({"item_id": np.repeat([f"i{k}" for k in range(n)], t),
+                                          "timestamp": np.tile(ts, n), "target": y.reshape(-1)}), freq="D")
+    cop = GaussianCopula(rank=3, temporal=False).fit(panel, 7)
+    off = cop.correlation()[~torch.eye(n, dtype=torch.bool)]
+    assert abs(float(off.mean())) < 0.05, float(off.mean())

@@ -55,6 +55,31 @@ def test_numpy_and_torch_roundtrips(panel_truth, tmp_path):
         write_numpy(tmp_path / "s.bin", sc)
 
 
+def test_series_ids_keep_their_type_and_the_numpy_pair_cannot_be_mixed(panel_truth, tmp_path):
+    panel, _ = panel_truth
+    sc = ScenarioSet.from_forecast(make_forecast(panel, samples=4))
+    ints = sc.replace(item_ids=pd.Index(range(100, 112), name="series"))
+    t = read_torch(write_torch(tmp_path / "s.pt", ints))
+    assert t.item_ids.tolist() == list(range(100, 112)) and t.item_ids.name == "series"
+    path = write_numpy(tmp_path / "s.npy", ints)
+    assert read_numpy(path).item_ids.tolist() == list(range(100, 112))
+    # a run that dies after the values file is replaced, before its index: the pair is refused
+    index = (tmp_path / "s.index.json").read_text()
+    write_numpy(path, sc.replace(values=sc.values + 1))
+    (tmp_path / "s.index.json").write_text(index)
+    with pytest.raises(ScenarioError, match="does not describe .*interrupted write_numpy"):
+        read_numpy(path)
+
+
+def test_parquet_keeps_the_timezone_of_the_dates(panel_truth, tmp_path):
+    panel, _ = panel_truth
+    sc = ScenarioSet.from_forecast(make_forecast(panel, samples=2))
+    local = sc.replace(start=sc.start.tz_localize("Europe/Berlin"))
+    df = pq.read_table(write_parquet(tmp_path / "s.parquet", local)).to_pandas()
+    first = df[(df.item_id == "x0") & (df.scenario == 0)].timestamp
+    assert list(first) == list(pd.date_range(local.start[0], periods=6, freq="W-FRI"))
+
+
 def test_generated_stream_is_bounded_coherent_and_complete(panel_truth, tmp_path):
     panel, _ = panel_truth
     dep = SchaakeShuffle("diff").fit(panel, 6)

@@ -50,6 +50,9 @@ def test_clear_errors_for_mismatched_hierarchies_and_shapes(panel_truth):
         Hierarchy(ids, {"store": ["a"] * 11 + [None]})
     with pytest.raises(ScenarioError, match="unknown column"):
         Hierarchy.from_panel(panel, ["Dept"])
+    frame = pd.DataFrame({"store": ["S1", "S1", "S2"], "dept": ["D1", None, "D2"]}, index=["a", "b", "c"])
+    with pytest.raises(ScenarioError, match=r"level 'store/dept' has no label for series \['b'\]"):
+        Hierarchy.from_frame(frame, [("store", "dept"), "store"])  # not a group named 'S1|None'
     hier = Hierarchy.from_panel(panel, ["store"])
     sc = integer_scenarios(panel)
     with pytest.raises(ScenarioError, match="hierarchy holds 12 series, the scenarios 11"):
@@ -100,6 +103,12 @@ def test_level_metrics_per_level(panel_truth):
     assert list(lm.points) == [71, 18, 12, 6]
     with pytest.raises(ScenarioError, match="truth shape"):
         level_metrics(sc, hier, truth[:, :3])
+    # NaN marks a missing truth value (mask=None): every level stays finite, the point is left out
+    gap = truth.clone()
+    gap[0, 0] = float("nan")
+    lm_nan = level_metrics(sc, hier, gap)
+    assert list(lm_nan.points) == [71, 17, 11, 5] and np.isfinite(lm_nan.to_numpy()).all()
+    assert lm_nan.loc["bottom"].to_dict() == pytest.approx(level_metrics(sc, hier, truth, mask).loc["bottom"].to_dict())
 
 
 def test_nested_levels_summed_from_the_level_below_equal_direct_sums(panel_truth):

@@ -104,3 +104,21 @@ def test_copula_fitted_on_a_past_forecasts_errors(walmart, saved_forecast, data_
     assert run(parse(str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "schaake",
                      "--past-forecast", str(past_path), "--out", str(tmp_path / "x"), "--no-progress")) == 2
     assert "--past-forecast is an option of --method copula" in capsys.readouterr().err
+
+
+def test_history_names_series_as_the_forecast_does_when_ids_match_only_as_strings():
+    import pandas as pd
+
+    from forecasting import Forecast, Panel
+    from forecasting.scenarios import make_dependence
+    from forecasting.scenarios.cli import _history
+    rng = np.random.default_rng(0)
+    ts = pd.date_range("2020-01-01", periods=40, freq="D")
+    df = pd.concat([pd.DataFrame({"item_id": i, "timestamp": ts, "target": rng.random(40)}) for i in (1, 2, 3)])
+    panel = Panel.from_long(df, freq="D")  # integer ids, as walmart's
+    start = pd.DatetimeIndex([ts[-1] + pd.Timedelta(days=1)] * 3)
+    fc = Forecast(torch.rand(3, 20, 4), pd.Index(["1", "2", "3"], name="item_id"), start, "D")  # saved as strings
+    hist = _history(panel, fc)
+    assert hist.item_ids.tolist() == ["1", "2", "3"]
+    out = make_dependence("schaake").fit(hist, fc.horizon).apply(fc.samples, seed=0, item_ids=fc.item_ids)
+    assert out.shape == fc.samples.shape

@@ -35,6 +35,13 @@ def test_backorders_and_returns():
     out = sim.simulate(d, torch.tensor([10.0]))
     # lead time 0: order up to 10 at the start of each step; t1: 10 - 12 = -2 backordered
     assert out["holding_cost"].item() == 6.0 and out["shortage_units"].item() == 2.0
+    # a backordered unit is short once, not once per step it waits: demand 10 from empty stock,
+    # lead time 3 -> 10 units short (fill rate 0), cost 9 per unit for each of the 3 steps of backlog
+    late = InventorySimulator(lead_time=3, lost_sales=False, holding_cost=1.0, shortage_cost=9.0,
+                              initial_inventory=torch.tensor([0.0]))
+    out = late.simulate(torch.tensor([[[10.0, 0, 0, 0, 0, 0]]]), torch.tensor([10.0]))
+    assert out["shortage_units"].item() == 10.0 and out["fill_rate"].item() == 0.0
+    assert out["shortage_cost"].item() == 9.0 * 10 * 3
     with pytest.raises(ScenarioError, match="negative demand"):
         InventorySimulator().simulate(torch.tensor([[[1.0, -2.0]]]), torch.tensor([3.0]))
     ret = InventorySimulator(lead_time=1, negative_demand="return").simulate(torch.tensor([[[1.0, -2.0]]]), torch.tensor([3.0]))

@@ -62,7 +62,9 @@ class DeepAR(Model):
       ``seed``; ``max_rows``: series x samples unrolled together when sampling (None: 16,384 on
       the CPU, 262,144 on a GPU); ``sample_dtype``: matmul
       dtype when sampling, ``"float32"`` or ``"bfloat16"`` (opt-in; not faster on this CPU, samples
-      statistically equal); ``progress``
+      statistically equal); ``train_dtype``: ``"float32"`` or ``"bfloat16"`` (the training forward's
+      matmuls and LSTM kernels under autocast; weights, optimizer and likelihood stay float32;
+      opt-in, see ``benchmarks/results/deepar.md``); ``progress``
     - ``anchor``: a lag (e.g. 52 for weekly data) whose value, where observed, is the location the
       network corrects (a seasonal-naive prior; real-valued likelihoods only); None: no anchor
       ``anchor="profile"``: the location corrected is ``scale * (level + index - 1)``, a seasonal
@@ -90,7 +92,7 @@ class DeepAR(Model):
                  weight_decay: float = 1e-8, clip: float = 10.0, validation: bool = True, refit: bool = True,
                  patience: int | None = 10, time_limit: float | None = None, use_known_covariates: bool = True,
                  use_static: bool = True, device: str = "auto", seed: int = 0, max_rows: int | None = None,
-                 sample_dtype: str = "float32",
+                 sample_dtype: str = "float32", train_dtype: str = "float32",
                  anchor: int | str | None = None, profile_group: str | None = None, profile_weight: float = 0.5,
                  num_processes: int = 1, backend: str | None = None, val_metric: str = "nll",
                  val_samples: int = 16, loss: str = "nll", loss_samples: int = 8, crps_weight: float = 1.0,
@@ -148,6 +150,9 @@ class DeepAR(Model):
         from .sampling import _dtype
         _dtype(sample_dtype)  # an unknown dtype fails here
         self.sample_dtype = sample_dtype
+        if train_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"train_dtype must be 'float32' or 'bfloat16', got {train_dtype!r}")
+        self.train_dtype = train_dtype
         if val_metric not in ("nll", "crps"):
             raise ValueError(f"val_metric must be 'nll' or 'crps', got {val_metric!r}")
         if int(val_samples) < 2:
@@ -256,7 +261,8 @@ class DeepAR(Model):
                           time_limit=time_limit, progress=self.progress, val_metric=self.val_metric,
                           val_samples=self.val_samples, loss=self.loss,
                           loss_samples=self.loss_samples, crps_weight=self.crps_weight,
-                          anchor_penalty=getattr(self, "anchor_penalty", 0.0))
+                          anchor_penalty=getattr(self, "anchor_penalty", 0.0),
+                          dtype=getattr(self, "train_dtype", "float32"))
         info = {}
         if self.validation:
             # validate on each series' last `horizon` steps; train only on what precedes them

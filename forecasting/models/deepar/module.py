@@ -191,4 +191,4 @@ class DeepARNetwork(nn.Module):
         """``dynamic`` ``[B, W, num_dynamic]``, ``static`` ``[B, num_static]`` -> raw ``[B, W, P]``, state."""
         x = torch.cat([dynamic, static[:, None, :].expand(-1, dynamic.shape[1], -1)], -1)
         out, state = self.rnn(x, state)
-        return self.head(out), state
+        return self.head(out).float(), state  # float32 even under a bfloat16 autocast: the likelihood needs it

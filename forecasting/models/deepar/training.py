@@ -194,6 +194,7 @@ class TrainConfig:
     loss_samples: int = 8
     crps_weight: float = 1.0  # of the CRPS part in "nll+crps"
     anchor_penalty: float = 0.0  # ridge on the network's location correction of the anchor (see _nll_sum)
+    dtype: str = "float32"  # "bfloat16": the training forward's matmuls and LSTM kernels under autocast
 
 
 @dataclass
@@ -291,6 +292,11 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
     bar = tqdm(range(n_epochs), disable=not cfg.progress or world.rank > 0, desc="DeepAR", unit="epoch",
                leave=False)
     stale = 0
+    if cfg.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"train dtype must be 'float32' or 'bfloat16', got {cfg.dtype!r}")
+    # bfloat16: matmuls and LSTM kernels in bfloat16 (AVX-512 bf16 / AMX on CPUs, tensor cores on
+    # GPUs); weights, optimizer state and the likelihood stay float32
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
     net.train()
     for epoch in bar:
         run = torch.zeros((), device=dev)  # summed on the device: no host sync per step
@@ -298,15 +304,16 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
             rows = torch.randint(0, N, (cfg.batch_size,), generator=gen, device=dev)
             t_end = lo[rows] + (torch.rand(cfg.batch_size, generator=gen, device=dev) * span[rows]).long()
             rows, t_end = world.shard(rows), world.shard(t_end)
-            if cfg.loss == "nll":
-                total, n = _nll_sum(net, *window_batch(net, pt, rows, t_end, cfg.context, length, limit),
-                                    anchor_penalty=cfg.anchor_penalty)
-                n_all = world.sum(n.detach().clone()).clamp_min(1)
-                loss = total / n_all
-            else:  # each part averaged over the whole (global) batch's count, then weighted
-                (a, na), (c, nc), _ = _multi_step_sum(net, pt, rows, t_end, cfg, limit)
-                n_all = world.sum(torch.stack([na, nc]).detach().clone()).clamp_min(1)
-                loss = cfg.crps_weight * c / n_all[1] + (a / n_all[0] if "nll" in cfg.loss else 0.0)
+            with autocast:  # the backward pass runs outside it, in the forward's dtypes
+                if cfg.loss == "nll":
+                    total, n = _nll_sum(net, *window_batch(net, pt, rows, t_end, cfg.context, length, limit),
+                                        anchor_penalty=cfg.anchor_penalty)
+                    n_all = world.sum(n.detach().clone()).clamp_min(1)
+                    loss = total / n_all
+                else:  # each part averaged over the whole (global) batch's count, then weighted
+                    (a, na), (c, nc), _ = _multi_step_sum(net, pt, rows, t_end, cfg, limit)
+                    n_all = world.sum(torch.stack([na, nc]).detach().clone()).clamp_min(1)
+                    loss = cfg.crps_weight * c / n_all[1] + (a / n_all[0] if "nll" in cfg.loss else 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             world.sum_grads(net)
