@@ -176,9 +176,9 @@ def pair_paths(samples: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         raise ScenarioError(f"key shape {tuple(key.shape)} does not match samples' [series, samples] "
                             f"{tuple(samples.shape[:2])}")
     by_total = _argsort_last(samples.double().sum(-1))  # [N, S]: paths by total
-    by_key = _argsort_last(key)  # scenarios by key
+    by_key = _argsort_last(key.to(samples.device))  # scenarios by key (the key may be built on the CPU)
     path_of = torch.empty_like(by_key).scatter_(-1, by_key, by_total)  # [N, S]: path of each scenario
-    return samples.gather(1, path_of.to(samples.device)[:, :, None].expand_as(samples))
+    return samples.gather(1, path_of[:, :, None].expand_as(samples))
 
 
 def _align(item_ids: pd.Index, forecast_ids: pd.Index, what: str) -> np.ndarray | None:

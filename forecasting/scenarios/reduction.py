@@ -171,8 +171,9 @@ class Reduction:
         if scenarios.num_scenarios != self.assignment.shape[0]:
             raise ScenarioError(f"this reduction is for {self.assignment.shape[0]} scenarios, the set has "
                                 f"{scenarios.num_scenarios}")
-        return scenarios.replace(values=scenarios.values[:, self.indices.to(scenarios.values.device)],
-                                 weights=self.weights, method=f"{scenarios.method}+{self.method}")
+        dev = scenarios.values.device  # weights beside the values: weighted means and quantiles mix them
+        return scenarios.replace(values=scenarios.values[:, self.indices.to(dev)],
+                                 weights=self.weights.to(dev), method=f"{scenarios.method}+{self.method}")
 
 
 def _forward(dist: torch.Tensor, p: torch.Tensor, k: int, progress: bool) -> torch.Tensor:
