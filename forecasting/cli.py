@@ -73,9 +73,12 @@ def _parser() -> argparse.ArgumentParser:
                         "only these of the suite's datasets)")
     w.add_argument("--model", action="append", metavar="NAME",
                    help="model, repeatable (default without --suite: every available model; with --suite: only "
-                        "these of the suite's models)")
+                        "these of the suite's models, by name or label)")
     w.add_argument("--windows", type=int, default=None, metavar="N",
                    help="evaluate only the last N rolling windows of each task (default: the task's)")
+    w.add_argument("--validation", action="store_true",
+                   help="score the validation windows instead: the task's windows moved back so that they "
+                        "end before its test windows start (choose settings there; use another --out)")
     w.add_argument("--num-samples", type=int, default=None, metavar="S",
                    help="sample paths per series (default: the suite's, else 100)")
     w.add_argument("--seed", type=int, action="append", metavar="SEED",
@@ -122,6 +125,7 @@ Examples:
   forecasting run --suite retail --suite traffic --data-dir ../shared/data --threads 1 --out runs/all
   forecasting run --dataset car_parts --model croston_optimized --model seasonal_naive --num-samples 200
   forecasting run --dataset walmart --model autoets --seed 0 --seed 1 --seed 2 --out runs/walmart
+  forecasting run --suite traffic --validation --out runs/traffic_val   # choose settings before the test
 
 Writes to --out: cells/ (one JSON per dataset x model x window x seed), results.json, results.csv,
 leaderboard.md (or --report), plots/<dataset>/*.png and forecasts/ (parquet). Rerunning the same
@@ -186,14 +190,15 @@ def _build_suites(args):
         suites = [load_suite(s) for s in args.suite]
         if args.dataset or args.model:
             keep_d, keep_m = set(args.dataset or []), set(args.model or [])
-            named = {d.name for s in suites for d in s.datasets} | {m.name for s in suites for m in s.models}
+            named = ({d.name for s in suites for d in s.datasets} | {m.name for s in suites for m in s.models}
+                     | {m.key for s in suites for m in s.models})
             missing = sorted((keep_d | keep_m) - named)
             if missing:
                 raise ValueError(f"--dataset/--model {missing} are not in the suite(s) {', '.join(args.suite)}")
             filtered = []
             for s in suites:
                 ds = tuple(d for d in s.datasets if not keep_d or d.name in keep_d)
-                ms = tuple(m for m in s.models if not keep_m or m.name in keep_m)
+                ms = tuple(m for m in s.models if not keep_m or m.name in keep_m or m.key in keep_m)
                 if ds and ms:
                     filtered.append(Suite(s.name, ds, ms, s.num_samples, s.seeds, s.description, s.source))
             suites = filtered
@@ -234,7 +239,8 @@ def _run(args, argv) -> int:
         if not suites:
             return _err("nothing to run: the --dataset/--model filters leave no dataset with a model")
         plan = plan_suites(suites, num_samples=args.num_samples, seeds=args.seed, windows=args.windows,
-                           extra_options={"time_limit": args.time_limit or DEFAULT_TIME_LIMIT})
+                           extra_options={"time_limit": args.time_limit or DEFAULT_TIME_LIMIT},
+                           validation=args.validation)
     except (SuiteError, ValueError) as err:
         return _err(str(err))
     if args.threads:
@@ -242,9 +248,12 @@ def _run(args, argv) -> int:
         torch.set_num_threads(args.threads)
     command = "forecasting " + " ".join(shlex.quote(a) for a in argv)
     out = Path(args.out)
-    record = run_plan(plan, out, data_dir=args.data_dir, device=device, progress=not args.no_progress,
-                      write_forecasts=not args.no_forecasts, retry_failed=args.retry_failed, command=command,
-                      log=lambda msg: print(msg, file=sys.stderr))
+    try:
+        record = run_plan(plan, out, data_dir=args.data_dir, device=device, progress=not args.no_progress,
+                          write_forecasts=not args.no_forecasts, retry_failed=args.retry_failed, command=command,
+                          log=lambda msg: print(msg, file=sys.stderr))
+    except ValueError as err:  # e.g. a validation run into a test run's folder
+        return _err(str(err))
     page = render(out, args.report, plots=not args.no_plots)
     print(page.read_text())
     print(f"report: {page.resolve()}")

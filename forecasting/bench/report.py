@@ -165,10 +165,17 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
              "forecast in one call, counted as fit); seconds are wall-clock on the machine named above, other "
              "processes included. Lower is better except coverage (nominal 0.8). "
              "**Bold**: this package's models."), ""]
+    if plan.get("validation"):
+        lines[0] = "# Leaderboard: validation windows"
+        lines[2:2] = [("**Validation windows**: each task's windows moved back so that they end before its "
+                       "test windows start (`--validation`). For choosing settings; the test windows are "
+                       "not scored here."), ""]
     skipped = run.get("skipped") or []
     for ds_entry in plan["datasets"]:
         ds = ds_entry["name"]
         part = table[table["dataset"] == ds]
+        # this package's rows, labelled variants included (a label names its model in the plan)
+        ours = {m["name"] for m in plan["models"].get(ds, []) if m.get("model", m["name"]) in OURS} | set(OURS)
         skip = [s for s in skipped if s["dataset"] == ds]
         lines += [f"## {ds}", ""]
         if skip:
@@ -177,7 +184,7 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
             heads = ["model"] + [h for _, h, _ in COLUMNS] + ["windows", "seeds"]
             lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
             for _, r in part.iterrows():
-                row = [f"**{r['model']}**" if r["model"] in OURS else str(r["model"])]
+                row = [f"**{r['model']}**" if r["model"] in ours else str(r["model"])]
                 for c, _, nd in COLUMNS:
                     txt = _fmt(r[c], nd)
                     if len(seeds) > 1 and f"{c}_sd" in part and not pd.isna(r.get(f"{c}_sd")):
@@ -198,7 +205,8 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
         elif ds == "m5_last56":
             lines += [("No published anchor: fev-bench's `m5_1D` forecasts the same 28 days from the full "
                       "history; here the models see only 28 days, so the numbers are not comparable."), ""]
-        opts = [f"{m['name']} " + ", ".join(f"{k}={v}" for k, v in m["options"].items())
+        opts = [f"{m['name']}" + (f" ({m['model']})" if m.get("model") else "") + " "
+                + ", ".join(f"{k}={v}" for k, v in m["options"].items())
                 for m in plan["models"].get(ds, []) if m["options"]]
         if opts:
             lines += ["Model options: " + "; ".join(opts) + " (time_limit: training seconds per window).", ""]

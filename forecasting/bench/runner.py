@@ -57,21 +57,25 @@ class Plan:
     seeds: list[int]
     excluded: list[dict] = field(default_factory=list)  # {dataset, model, why} a suite ruled out
     suites: list[dict] = field(default_factory=list)
+    validation: bool = False  # the validation windows (before the test windows) instead of the task's
 
     def to_json(self) -> dict:
         return {"datasets": [vars(d) for d in self.datasets],
-                "models": {ds: [{"name": m.name, "options": m.options} for m in ms] for ds, ms in self.models.items()},
+                "models": {ds: [{"name": m.key, "options": m.options, **({"model": m.name} if m.label else {})}
+                                for m in ms] for ds, ms in self.models.items()},
                 "num_samples": self.num_samples, "seeds": self.seeds, "excluded": self.excluded,
-                "suites": self.suites}
+                "suites": self.suites, "validation": self.validation}
 
 
 def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: Iterable[int] | None = None,
-                windows: int | None = None, extra_options: dict | None = None) -> Plan:
+                windows: int | None = None, extra_options: dict | None = None, validation: bool = False) -> Plan:
     """Merge suites into one plan (a dataset x model pair in two suites runs once: the first wins),
     checking every dataset and model name first so a typo fails before anything runs.
 
     ``num_samples``, ``seeds`` and ``windows`` override the suites'; ``extra_options`` (e.g.
-    ``time_limit`` from the command line) fill in model options a suite did not set."""
+    ``time_limit`` from the command line) fill in model options a suite did not set.
+    ``validation``: score the validation windows (``Dataset.windows(validation=True)``), which end
+    before the task's test windows start, to choose settings without looking at the test."""
     suites = list(suites)
     known_ds, known_models = set(list_datasets()), set(MODELS)
     datasets: list[DatasetEntry] = []
@@ -90,19 +94,20 @@ def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: 
             if d.name not in models:
                 datasets.append(entry)
                 models[d.name] = []
-            have = {m.name for m in models[d.name]}
+            have = {m.key for m in models[d.name]}
             for m in s.models:
                 if not m.runs_on(d.name):
-                    excluded.append({"dataset": d.name, "model": m.name, "why": m.why or "excluded by the suite"})
-                elif m.name not in have:
+                    excluded.append({"dataset": d.name, "model": m.key, "why": m.why or "excluded by the suite"})
+                elif m.key not in have:
                     extra = _accepted_or_none(m.name, get_spec(d.name).task, extra_options or {})
-                    models[d.name].append(ModelEntry(m.name, {**extra, **m.options_for(d.name)}))
+                    models[d.name].append(ModelEntry(m.name, {**extra, **m.options_for(d.name)}, label=m.label))
     ns = num_samples if num_samples is not None else suites[0].num_samples
     sd = list(seeds) if seeds else list(suites[0].seeds)
     if ns < 1:
         raise SuiteError(f"num_samples must be >= 1, got {ns}")
     return Plan(datasets, models, ns, sd, excluded,
-                [{"name": s.name, "source": s.source, "description": s.description} for s in suites])
+                [{"name": s.name, "source": s.source, "description": s.description} for s in suites],
+                validation=validation)
 
 
 def accepted_options(name: str, task, options: dict) -> dict:
@@ -125,8 +130,11 @@ def cell_path(out: Path, c: PlannedCell) -> Path:
     return Path(out) / "cells" / c.dataset / c.model / f"window{c.window}_seed{c.seed}.json"
 
 
-def _settings(num_samples: int, options: dict) -> dict:
-    return json.loads(json.dumps({"num_samples": num_samples, "options": options}, default=str))
+def _settings(num_samples: int, options: dict, model: str | None = None) -> dict:
+    """What a finished cell must have been run with to be reused (``model``: the registered model
+    behind a label)."""
+    out = {"num_samples": num_samples, "options": options, **({"model": model} if model else {})}
+    return json.loads(json.dumps(out, default=str))
 
 
 def _read(path: Path) -> dict | None:
@@ -158,17 +166,27 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
+    earlier = _read(out / "run.json")
+    if earlier is not None and bool(earlier.get("plan", {}).get("validation")) != plan.validation:
+        stage = lambda v: "validation" if v else "test"  # noqa: E731
+        raise ValueError(f"{out} holds a {stage(not plan.validation)}-window run; write the "
+                         f"{stage(plan.validation)}-window run to another folder (cells would mix)")
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     specs = {d.name: get_spec(d.name) for d in plan.datasets}
     windows_of = {d.name: d.windows or specs[d.name].task.num_windows for d in plan.datasets}
-    cells = [PlannedCell(d.name, m.name, specs[d.name].task.num_windows - windows_of[d.name] + w, s)
+    cells = [PlannedCell(d.name, m.key, specs[d.name].task.num_windows - windows_of[d.name] + w, s)
              for d in plan.datasets for m in plan.models[d.name] for w in range(windows_of[d.name]) for s in plan.seeds]
-    options_of = {(d.name, m.name): m.options for d in plan.datasets for m in plan.models[d.name]}
+    options_of = {(d.name, m.key): m.options for d in plan.datasets for m in plan.models[d.name]}
+    kind_of = {(d.name, m.key): m.name for d in plan.datasets for m in plan.models[d.name]}
+
+    def settings(c: PlannedCell) -> dict:
+        kind = kind_of[c.dataset, c.model]
+        return _settings(plan.num_samples, options_of[c.dataset, c.model], None if kind == c.model else kind)
 
     def finished(c: PlannedCell) -> bool:
         rec = _read(cell_path(out, c))
-        if rec is None or rec.get("settings") != _settings(plan.num_samples, options_of[c.dataset, c.model]):
+        if rec is None or rec.get("settings") != settings(c):
             return False
         return not (retry_failed and rec.get("error"))
 
@@ -197,7 +215,7 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
         n = windows_of[entry.name]
         first = ds.task.num_windows - n
         try:
-            windows = {first + w.index: w for w in ds.windows(n)}
+            windows = {first + w.index: w for w in ds.windows(n, validation=plan.validation)}
         except Exception as err:  # noqa: BLE001 - e.g. too many windows for the series' length
             record["skipped"].append({"dataset": entry.name, "optional": entry.optional,
                                       "reason": f"{type(err).__name__}: {err}"})
@@ -210,7 +228,8 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
             bar.set_description(f"{c.dataset} / {c.model} / window {c.window} / seed {c.seed}")
             rec = _run_cell(ds, windows[c.window], c, plan.num_samples, options_of[c.dataset, c.model], device,
                             fan_rows if (c.window == last and c.seed == plan.seeds[0]) else [],
-                            out if write_forecasts else None)
+                            out if write_forecasts else None, kind_of[c.dataset, c.model])
+            rec["settings"] = settings(c)
             _write_json(cell_path(out, c), rec)
             if rec["error"]:
                 log(f"cell {c.dataset} / {c.model} / window {c.window} / seed {c.seed} failed: {rec['error']}")
@@ -227,16 +246,18 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
 
 
 def _run_cell(ds, window, c: PlannedCell, num_samples: int, options: dict, device: str | None, fan_rows,
-              forecasts_dir: Path | None) -> dict:
-    """Fit, predict, score one cell; never raises (errors are recorded)."""
+              forecasts_dir: Path | None, kind: str | None = None) -> dict:
+    """Fit, predict, score one cell; never raises (errors are recorded). ``kind``: the registered
+    model when the cell is named by a label (default ``c.model``)."""
+    kind = kind or c.model
     result = CellResult(c.dataset, c.model, c.window, c.seed, window.train.num_series, num_samples, window.horizon)
     rec = {"settings": _settings(num_samples, options)}
     try:
         runner_opts = {"seed": c.seed, "progress": False, **({"device": device} if device else {})}
         wanted = {**runner_opts, **options}
-        passed = accepted_options(c.model, ds.task, {k: v for k, v in wanted.items() if k in RUNNER_OPTIONS})
+        passed = accepted_options(kind, ds.task, {k: v for k, v in wanted.items() if k in RUNNER_OPTIONS})
         model_opts = {k: v for k, v in options.items() if k not in RUNNER_OPTIONS}
-        model = make_model(c.model, ds.task, **model_opts, **passed)
+        model = make_model(kind, ds.task, **model_opts, **passed)
         torch.manual_seed(c.seed)
         with PeakMemory() as mem:
             t0 = time.perf_counter()

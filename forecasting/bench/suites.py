@@ -28,6 +28,7 @@ The same :class:`Suite` is built from command-line flags for an ad hoc run.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,12 @@ class ModelEntry:
     only: tuple[str, ...] = ()
     why: str = ""
     per_dataset: dict = field(default_factory=dict)  # dataset -> options that override ``options`` there
+    label: str = ""  # the row's name when one model runs under several settings (e.g. "deepar_anchor168")
+
+    @property
+    def key(self) -> str:
+        """What names this entry's cells and leaderboard row: its label, else the model's name."""
+        return self.label or self.name
 
     def options_for(self, dataset: str) -> dict:
         return {**self.options, **self.per_dataset.get(dataset, {})}
@@ -89,10 +96,15 @@ class Suite:
         for d in self.datasets:
             if d.windows is not None and d.windows < 1:
                 raise SuiteError(f"{where}: dataset {d.name!r}: windows must be >= 1, got {d.windows}")
-        for kind, names in (("dataset", [d.name for d in self.datasets]), ("model", [m.name for m in self.models])):
+        for kind, names in (("dataset", [d.name for d in self.datasets]), ("model", [m.key for m in self.models])):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
-                raise SuiteError(f"{where}: {kind}(s) listed twice: {', '.join(dup)}")
+                hint = "; give each setting its own `label`" if kind == "model" else ""
+                raise SuiteError(f"{where}: {kind}(s) listed twice: {', '.join(dup)}{hint}")
+        for m in self.models:
+            if m.label and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", m.label):
+                raise SuiteError(f"{where}: model {m.name!r}: label {m.label!r} must be letters, digits and _ . + - "
+                                 "(it names a folder)")
 
 
 #: where ``--suite NAME`` looks for ``NAME.toml``: the working directory's benchmarks/suites, then
@@ -151,12 +163,12 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     for i, m in enumerate(raw.get("model", [])):
         if "name" not in m:
             raise SuiteError(f"{where}: [[model]] number {i + 1} has no name")
-        opts = {k: v for k, v in m.items() if k not in ("name", "skip", "only", "why", "per_dataset")}
+        opts = {k: v for k, v in m.items() if k not in ("name", "skip", "only", "why", "per_dataset", "label")}
         per = m.get("per_dataset", {})
         if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
             raise SuiteError(f"{where}: model {m['name']!r}: per_dataset must map dataset names to option tables")
         models.append(ModelEntry(m["name"], opts, _seq(m.get("skip"), "skip", where), _seq(m.get("only"), "only", where),
-                                 str(m.get("why", "")), per))
+                                 str(m.get("why", "")), per, str(m.get("label", ""))))
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise SuiteError(f"{where}: seeds must be a list of integers, got {seeds!r}")

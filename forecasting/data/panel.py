@@ -461,18 +461,22 @@ class Panel:
             start=torch.minimum(self.start, end))
 
     def windows(self, horizon: int, num_windows: int = 1, step: int | None = None,
-                min_history: int = 1, align: str = "series") -> list["Window"]:
+                min_history: int = 1, align: str = "series", before: int = 0) -> list["Window"]:
         """Rolling-origin evaluation windows as fev-bench counts them.
 
         Window ``w`` (0 = oldest) of each series starts ``horizon + (num_windows - 1 - w) * step``
         steps before that series' end (``step`` defaults to ``horizon``). With ``align="grid"``
         the cutoffs are counted from the end of the common grid instead, so every series is cut
         at the same date (series that ended earlier then have no truth in the window: all of its
-        ``mask`` is False). Every series needs at least ``min_history`` observed values before
-        its first cutoff, else an error names it.
+        ``mask`` is False). ``before``: every cutoff that many steps earlier (validation windows
+        whose truth ends before the test windows start; see ``Dataset.windows``). Every series
+        needs at least ``min_history`` observed values before its first cutoff, else an error
+        names it.
         """
         if horizon < 1 or num_windows < 1:
             raise PanelError(f"horizon and num_windows must be >= 1, got {horizon} and {num_windows}")
+        if before < 0:
+            raise PanelError(f"before must be >= 0 steps, got {before}")
         step = horizon if step is None else step
         if step < 1:
             raise PanelError(f"step must be >= 1, got {step}")
@@ -481,7 +485,7 @@ class Panel:
         if align not in ("series", "grid"):
             raise PanelError(f"align must be 'series' or 'grid', got {align!r}")
         last = self.end if align == "series" else torch.full_like(self.end, self.num_steps)
-        first_cut = last - horizon - (num_windows - 1) * step
+        first_cut = last - before - horizon - (num_windows - 1) * step
         steps = torch.arange(self.num_steps, device=self.device)
         hist = (self.observed & (steps[None, :] < first_cut[:, None])).sum(1)
         short = hist < min_history
@@ -489,7 +493,9 @@ class Panel:
             i = int(short.nonzero()[0, 0])
             raise PanelError(
                 f"series shorter than required ({min_history} observed values before the first cutoff, "
-                f"horizon {horizon} x {num_windows} windows, step {step}): {_names(self.item_ids[short.cpu().numpy()])}; "
+                f"horizon {horizon} x {num_windows} windows, step {step}"
+                + (f", {before} steps before the end" if before else "") + "): "
+                + f"{_names(self.item_ids[short.cpu().numpy()])}; "
                 f"series {self.item_ids[i]!r} has {int(hist[i])}")
         out = []
         for w in range(num_windows):  # a handful of windows: one truncate each

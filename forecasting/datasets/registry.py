@@ -18,7 +18,7 @@ from ..forecast import DEFAULT_QUANTILES, atomic_write
 
 __all__ = [
     "Task", "Source", "DatasetSpec", "Dataset", "DatasetError", "register", "load", "list_datasets",
-    "get_spec", "resolve_data_dir", "sha256", "fetch",
+    "get_spec", "resolve_data_dir", "sha256", "fetch", "validation_offset",
 ]
 
 ENV_VAR = "FORECASTING_DATA"
@@ -58,6 +58,11 @@ class Task:
     group: str | None = None
 
 
+def validation_offset(task: Task) -> int:
+    """Steps the validation windows sit before the test windows: the span the task's windows cover."""
+    return task.horizon + (task.num_windows - 1) * (task.step or task.horizon)
+
+
 @dataclass(frozen=True)
 class Source:
     """One file of a dataset. ``sha256`` None means the file has no published checksum (a file the
@@ -92,11 +97,16 @@ class Dataset:
     task: Task
     extra: dict = field(default_factory=dict)
 
-    def windows(self, num_windows: int | None = None) -> list[Window]:
-        """The task's rolling-origin evaluation windows (the last ``num_windows`` if given)."""
+    def windows(self, num_windows: int | None = None, validation: bool = False) -> list[Window]:
+        """The task's rolling-origin evaluation windows (the last ``num_windows`` if given).
+
+        ``validation``: the same windows moved back by the span the task's windows cover
+        (``horizon + (num_windows - 1) * step``), so every validation truth ends before the first
+        test window starts: choose hyperparameters there, score the test windows once."""
         t = self.task
         n = t.num_windows if num_windows is None else num_windows
-        return self.panel.windows(t.horizon, n, t.step, min_history=t.min_history, align=t.align)
+        return self.panel.windows(t.horizon, n, t.step, min_history=t.min_history, align=t.align,
+                                  before=validation_offset(t) if validation else 0)
 
     def __repr__(self) -> str:
         return f"Dataset({self.name!r}, {self.panel!r}, {self.task!r})"

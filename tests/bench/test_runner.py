@@ -57,3 +57,39 @@ def test_summary_is_mean_over_windows_then_mean_and_sd_over_seeds():
     r = t.iloc[0]
     assert abs(r["wql"] - 0.3) < 1e-12 and abs(r["wql_sd"] - 0.1414213562) < 1e-9
     assert r["windows"] == 2 and r["seeds"] == 2 and r["peak_rss_mb"] == 101.0
+
+
+def test_validation_windows_end_before_the_test_windows_and_keep_their_own_folder(tmp_path):
+    import forecasting
+    import pytest
+    ds = forecasting.load("traffic_weekly_sample")
+    t = ds.task
+    test, val = ds.windows(), ds.windows(validation=True)
+    assert len(val) == len(test) == t.num_windows
+    span = t.horizon + (t.num_windows - 1) * (t.step or t.horizon)
+    for v, w in zip(val, test):
+        assert (v.cutoff == w.cutoff - span).all()
+    assert bool((val[-1].cutoff + t.horizon <= test[0].cutoff).all())  # validation truth ends before the test
+    quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
+    s = Suite("t", (DatasetEntry("traffic_weekly_sample"),), (ModelEntry("naive"),), 10, (0,))
+    run_plan(plan_suites([s], validation=True), tmp_path / "val", **quiet)
+    run_plan(plan_suites([s]), tmp_path / "test", **quiet)
+    v, w = read_cells(tmp_path / "val")[0], read_cells(tmp_path / "test")[0]
+    assert v["wql"] != w["wql"] and v["window"] == w["window"]
+    page = render(tmp_path / "val", plots=False).read_text()
+    assert page.startswith("# Leaderboard: validation windows") and "`--validation`" in page
+    with pytest.raises(ValueError, match="holds a test-window run"):
+        run_plan(plan_suites([s], validation=True), tmp_path / "test", **quiet)
+
+
+def test_labels_run_one_model_under_several_settings(tmp_path):
+    quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
+    models = (ModelEntry("seasonal_naive"), ModelEntry("seasonal_naive", {"season": 1}, label="sn_season1"))
+    s = Suite("t", (DatasetEntry("traffic_weekly_sample"),), models, 10, (0,))
+    run_plan(plan_suites([s]), tmp_path, **quiet)
+    cells = {c["model"]: c for c in read_cells(tmp_path)}
+    assert set(cells) == {"seasonal_naive", "sn_season1"}
+    assert cells["sn_season1"]["settings"] == {"num_samples": 10, "options": {"season": 1}, "model": "seasonal_naive"}
+    assert cells["sn_season1"]["wql"] != cells["seasonal_naive"]["wql"]
+    page = render(tmp_path, plots=False).read_text()
+    assert "sn_season1 (seasonal_naive) season=1" in page
