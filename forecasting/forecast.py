@@ -86,17 +86,19 @@ class Forecast:
 
     def quantile(self, levels: Sequence[float] = DEFAULT_QUANTILES) -> torch.Tensor:
         """``[N, Q, H]`` sample quantiles, linearly interpolated (numpy's default rule)."""
-        q = torch.as_tensor(list(levels), dtype=self.samples.dtype, device=self.samples.device)
+        q = torch.as_tensor(list(levels), dtype=torch.float64)  # checked before any cast (0.9 -> 0 in ints)
         if bool(((q < 0) | (q > 1)).any()):
             raise ValueError(f"quantile levels must lie in [0, 1], got {list(levels)}")
-        s = self.samples if self.samples.is_floating_point() else self.samples.float()
-        return torch.quantile(s, q.to(s.dtype), dim=1).permute(1, 0, 2)
+        s = self.samples if self.samples.is_floating_point() else self.samples.float()  # integer (count) paths
+        return torch.quantile(s, q.to(s.dtype).to(s.device), dim=1).permute(1, 0, 2)
 
     def timestamps(self) -> pd.DatetimeIndex:
         """``[N * H]`` timestamps of every (series, step), series-major."""
         offset = pd.tseries.frequencies.to_offset(self.freq)
         steps = [self.start + k * offset for k in range(self.horizon)]  # H shifted indexes, vectorised over N
-        return pd.DatetimeIndex(np.stack([s.values for s in steps], axis=1).reshape(-1))
+        stamps = pd.DatetimeIndex(np.stack([s.asi8 for s in steps], axis=1).reshape(-1))  # UTC instants
+        # timezone-aware starts keep their zone (the instants alone would read as naive UTC)
+        return stamps.tz_localize("UTC").tz_convert(self.start.tz) if self.start.tz is not None else stamps
 
     def to_pandas(self, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> pd.DataFrame:
         """A long frame: ``item_id``, ``timestamp``, ``mean`` and one column per quantile level."""
@@ -119,7 +121,7 @@ class Forecast:
             frame = pd.DataFrame({
                 "item_id": np.repeat(self.item_ids.to_numpy(), s * h),
                 "sample": np.tile(np.repeat(np.arange(s), h), n),
-                "timestamp": np.repeat(self.timestamps().values.reshape(n, 1, h), s, axis=1).reshape(-1),
+                "timestamp": self.timestamps()[np.repeat(np.arange(n * h).reshape(n, 1, h), s, axis=1).reshape(-1)],
                 "value": self.samples.cpu().numpy().reshape(-1),
             })
         else:

@@ -49,3 +49,22 @@ def test_bad_shapes_and_non_finite_paths_are_rejected():
     bad[1, 0, 2] = float("inf")
     with pytest.raises(ValueError, match=r"non-finite sample paths for series \['b'\]"):
         Forecast(bad, pd.Index(["a", "b"]), pd.DatetimeIndex(["2021-01-01"] * 2), "D")
+
+
+def test_integer_paths_get_interpolated_quantiles_and_levels_are_checked_first():
+    f = Forecast(torch.arange(10).view(1, 10, 1), pd.Index(["a"]), pd.DatetimeIndex(["2021-01-01"]), "D")
+    np.testing.assert_allclose(f.quantile([0.1, 0.5, 0.9])[0, :, 0].numpy(), [0.9, 4.5, 8.1], rtol=1e-6)
+    assert f.median().item() == 4.5
+    with pytest.raises(ValueError, match=r"levels must lie in \[0, 1\], got \[1.5\]"):
+        f.quantile([1.5])  # 1.5 would have become 1 in an integer cast
+
+
+def test_timezone_aware_forecasts_keep_their_zone_in_frames_and_files(tmp_path):
+    start = pd.DatetimeIndex([pd.Timestamp("2016-12-31 00:00", tz="Australia/Melbourne")] * 2)
+    f = Forecast(torch.arange(12.0).view(2, 2, 3), pd.Index(["a", "b"], name="item_id"), start, "h")
+    expected = list(pd.date_range(start[0], periods=3, freq="h"))
+    assert list(f.timestamps()[:3]) == expected and f.to_pandas().timestamp.iloc[0] == start[0]
+    q = pd.read_parquet(f.to_parquet(tmp_path / "q.parquet"))
+    assert list(q.timestamp[:3]) == expected
+    s = pd.read_parquet(f.to_parquet(tmp_path / "s.parquet", samples=True))
+    assert list(s.timestamp[:3]) == expected and list(s.timestamp[3:6]) == expected  # sample 1 of series a

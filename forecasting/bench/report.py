@@ -21,7 +21,7 @@ from ..datasets import get_spec
 from ..evaluation.plots import NOMINAL_LEVELS, plot_all
 from ..forecast import atomic_write
 from .anchors import FEV_CITATION, anchors_for
-from .runner import read_cells, results_frame
+from .runner import planned_settings, read_cells, results_frame
 
 __all__ = ["OURS", "aggregate_diagnostics", "render", "summary_table"]
 
@@ -140,7 +140,7 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
     run = json.loads(run_file.read_text())
     page = Path(report) if report is not None else out / "leaderboard.md"
     plan = run["plan"]
-    cells = [r for r in read_cells(out) if _planned(r, plan)]
+    cells = [r for r in read_cells(out) if _planned(r, plan, run.get("device"))]
     frame = results_frame(cells)
     table = summary_table(frame)
     diags = aggregate_diagnostics(cells)
@@ -263,11 +263,14 @@ def _plot_links(href: str, ds: str) -> list[str]:
              f"![CRPS by step]({href}/{ds}/crps_by_step.png)"), ""]
 
 
-def _planned(record: dict, plan: dict) -> bool:
-    """Whether a cell file belongs to the plan (a folder can hold cells of earlier, wider runs)."""
+def _planned(record: dict, plan: dict, device: str | None = None) -> bool:
+    """Whether a cell file belongs to the plan (a folder can hold cells of earlier, wider runs, and
+    cells made with earlier settings: those are stale, not this run's results)."""
     ds = record.get("dataset")
-    models = plan["models"].get(ds, [])
-    if not any(m["name"] == record.get("model") for m in models) or record.get("seed") not in plan["seeds"]:
+    if ds not in plan["models"] or record.get("seed") not in plan["seeds"]:
+        return False
+    want = planned_settings(plan, ds, record.get("model"), device)
+    if want is None or record.get("settings") != want:
         return False
     entry = next(d for d in plan["datasets"] if d["name"] == ds)
     total = get_spec(ds).task.num_windows

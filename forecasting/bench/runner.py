@@ -33,7 +33,8 @@ from ..forecast import atomic_write
 from ..models.registry import MODELS, make_model
 from .suites import DatasetEntry, ModelEntry, Suite, SuiteError
 
-__all__ = ["Plan", "PlannedCell", "accepted_options", "cell_path", "plan_suites", "read_cells", "run_plan"]
+__all__ = ["Plan", "PlannedCell", "accepted_options", "cell_path", "plan_suites", "planned_settings", "read_cells",
+           "run_plan"]
 
 #: options the runner passes to models that take them (checked against the constructor's signature)
 RUNNER_OPTIONS = ("time_limit", "device", "seed", "progress")
@@ -130,11 +131,21 @@ def cell_path(out: Path, c: PlannedCell) -> Path:
     return Path(out) / "cells" / c.dataset / c.model / f"window{c.window}_seed{c.seed}.json"
 
 
-def _settings(num_samples: int, options: dict, model: str | None = None) -> dict:
-    """What a finished cell must have been run with to be reused (``model``: the registered model
-    behind a label)."""
-    out = {"num_samples": num_samples, "options": options, **({"model": model} if model else {})}
+def _settings(num_samples: int, options: dict, model: str | None = None, device: str | None = None) -> dict:
+    """What a finished cell must have been run with to be reused and reported (``model``: the
+    registered model behind a label; ``device``: the run's ``--device``, when given)."""
+    out = {"num_samples": num_samples, "options": options, **({"model": model} if model else {}),
+           **({"device": device} if device else {})}
     return json.loads(json.dumps(out, default=str))
+
+
+def planned_settings(plan: dict, dataset: str, key: str, device: str | None = None) -> dict | None:
+    """The settings a cell of ``plan`` (as in ``run.json``) must carry to belong to it; None when
+    the plan has no such dataset x model."""
+    entry = next((m for m in plan["models"].get(dataset, []) if m["name"] == key), None)
+    if entry is None:
+        return None
+    return _settings(plan["num_samples"], entry["options"], entry.get("model"), device)
 
 
 def _read(path: Path) -> dict | None:
@@ -182,7 +193,7 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
 
     def settings(c: PlannedCell) -> dict:
         kind = kind_of[c.dataset, c.model]
-        return _settings(plan.num_samples, options_of[c.dataset, c.model], None if kind == c.model else kind)
+        return _settings(plan.num_samples, options_of[c.dataset, c.model], None if kind == c.model else kind, device)
 
     def finished(c: PlannedCell) -> bool:
         rec = _read(cell_path(out, c))
@@ -194,7 +205,7 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
     log(f"{len(cells)} cells planned ({len(plan.datasets)} datasets); {len(cells) - len(todo)} already finished "
         f"in {out}, {len(todo)} to run")
     record = {"command": command, "started": started, "plan": plan.to_json(), "skipped": [], "cells": len(cells),
-              "environment": environment()}
+              "device": device, "environment": environment()}
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), disable=not progress, unit="cell", dynamic_ncols=True)
     by_dataset: dict[str, list[PlannedCell]] = {}
     for c in todo:
@@ -238,7 +249,10 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
         gc.collect()
     bar.close()
     record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    records = read_cells(out, cells)
+    # only cells made with this run's settings: a cell left from earlier settings (e.g. of a dataset
+    # that could not be loaded this time) is stale, not a result of this run
+    records = [r for c, r in zip(cells, (_read(cell_path(out, c)) for c in cells))
+               if r is not None and r.get("settings") == settings(c)]
     record["completed"] = len(records)
     _write_json(out / "run.json", record)
     write_results(out, records, record)

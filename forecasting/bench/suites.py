@@ -102,6 +102,9 @@ class Suite:
                 hint = "; give each setting its own `label`" if kind == "model" else ""
                 raise SuiteError(f"{where}: {kind}(s) listed twice: {', '.join(dup)}{hint}")
         for m in self.models:
+            if "seed" in m.options or any("seed" in o for o in m.per_dataset.values()):
+                raise SuiteError(f"{where}: model {m.key!r}: `seed` is not a model option here; every cell runs "
+                                 "with each of the suite's `seeds` (a fixed seed would repeat one fit per seed)")
             if m.label and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", m.label):
                 raise SuiteError(f"{where}: model {m.name!r}: label {m.label!r} must be letters, digits and _ . + - "
                                  "(it names a folder)")

@@ -136,7 +136,7 @@ class StatsForecastModel(Model):
             raise ImportError(f"model {self.method!r} needs statsforecast: pip install 'forecasting[stats]'") from err
         self.mean_, self.sd_ = self._forecast(panel, horizon)
         self.horizon_ = horizon
-        self._fitted_on = (panel.item_ids, panel.end.cpu().clone())
+        self._fitted_on = (panel.item_ids, panel.end.cpu().clone(), _fingerprint(panel))
         return self
 
     def _frame(self, panel: Panel) -> pd.DataFrame:
@@ -201,8 +201,10 @@ class StatsForecastModel(Model):
         horizon = self._check_fitted()
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        ids, ends = self._fitted_on
-        same = panel.item_ids.equals(ids) and torch.equal(panel.end.cpu(), ends)
+        ids, ends, digest = self._fitted_on
+        # the fitted forecast is reused only for the very same data (ids, ends and values): a panel
+        # with revised values and the same ends is forecast again
+        same = panel.item_ids.equals(ids) and torch.equal(panel.end.cpu(), ends) and _fingerprint(panel) == digest
         mean, sd = (self.mean_, self.sd_) if same else self._forecast(panel, horizon)
         N = panel.num_series
         gen = torch.Generator().manual_seed(0 if seed is None else seed)
@@ -212,3 +214,12 @@ class StatsForecastModel(Model):
             samples = samples.clamp_min(0)
         dtype = panel.target.dtype if panel.target.is_floating_point() else torch.float32
         return Forecast(samples.to(dtype), panel.item_ids, panel.forecast_start(), panel.freq)
+
+
+def _fingerprint(panel: Panel) -> str:
+    """sha256 of the observed targets (and where they are observed): what a statsforecast fit saw."""
+    import hashlib
+    obs = panel.observed.cpu()
+    h = hashlib.sha256(obs.numpy().tobytes())
+    h.update(torch.where(obs, panel.target.cpu(), torch.zeros((), dtype=panel.target.dtype)).numpy().tobytes())
+    return h.hexdigest()

@@ -93,3 +93,28 @@ def test_labels_run_one_model_under_several_settings(tmp_path):
     assert cells["sn_season1"]["wql"] != cells["seasonal_naive"]["wql"]
     page = render(tmp_path, plots=False).read_text()
     assert "sn_season1 (seasonal_naive) season=1" in page
+
+
+def test_cells_of_earlier_settings_are_not_reported_as_this_runs_results(tmp_path, monkeypatch):
+    import pytest
+
+    import forecasting.bench.runner as runner
+    from forecasting.datasets import DatasetError
+    quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
+    run_plan(_plan(num_samples=10), tmp_path, **quiet)
+
+    def unreachable(name, data_dir=None):
+        raise DatasetError(f"{name}: files unreachable")
+    monkeypatch.setattr(runner, "load", unreachable)
+    rec = run_plan(_plan(num_samples=20), tmp_path, **quiet)  # the dataset cannot load this time
+    assert rec["completed"] == 0
+    assert json.loads((tmp_path / "results.json").read_text())["results"] == []
+    page = render(tmp_path, plots=False).read_text()
+    assert "| naive |" not in page and "Not run: traffic_weekly_sample: files unreachable" in page
+    # the device is part of a cell's settings: another --device reruns the cells
+    monkeypatch.undo()
+    messages = []
+    run_plan(_plan(num_samples=10), tmp_path, device="cpu", progress=False, write_forecasts=False, log=messages.append)
+    assert "0 already finished" in messages[0]
+    with pytest.raises(Exception, match="`seed` is not a model option"):
+        Suite("t", (DatasetEntry("traffic_weekly_sample"),), (ModelEntry("deepar", {"seed": 3}),), 10, (0, 1))

@@ -246,3 +246,20 @@ def test_series_without_values_in_a_short_history_window_take_their_scale_from_e
     df = df[~((df.item_id == "p5") & (df.timestamp > ts[0]))]  # p5: one row, never observed
     with pytest.raises(PanelError, match="p5"):
         StateSpace(likelihood="negbin", history=12, num_steps=2, device="cpu").fit(train(df), 6)
+
+
+def test_a_log_covariate_at_or_below_zero_in_the_forecast_window_is_an_error():
+    rng = np.random.default_rng(0)
+    T, H = 40, 4
+    ts = pd.date_range("2021-01-01", periods=T + H, freq="MS")
+
+    def panel(future_price):
+        hist = pd.DataFrame({"item_id": "s0", "timestamp": ts[:T], "target": 100 + rng.normal(size=T),
+                             "price": np.exp(rng.normal(size=T) * 0.2) * 10})
+        fut = pd.DataFrame({"item_id": "s0", "timestamp": ts[T:], "price": future_price})
+        return Panel.from_long(hist, freq="MS", known_covariates=["price"], future=fut)
+
+    kw = dict(likelihood="normal", covariates="all", log_covariates=["price"], holidays=False, seasonal=False,
+              num_steps=5, device="cpu")
+    with pytest.raises(PanelError, match=r"'price' has values <= 0 .* e.g. 0.0 at 2024-08-01 00:00:00 in series 's0'"):
+        StateSpace(**kw).fit(panel([10.0, 10.0, 10.0, 0.0]), H)  # log(0) was clamped to -69 silently

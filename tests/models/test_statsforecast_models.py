@@ -59,6 +59,12 @@ def test_same_seed_same_paths_and_refit_on_another_panel():
     other = panel.select([0, 1])
     g = m.predict(other, 50, seed=1)
     assert g.samples.shape == (2, 50, 3) and list(g.item_ids) == ["s0", "s1"]
+    # the same series and ends with revised values: forecast again, not the fitted forecast reused
+    import dataclasses
+    revised = dataclasses.replace(panel, target=panel.target * 1000)
+    again = m.predict(revised, 50, seed=1).mean()
+    fresh = StatsForecastModel("autotheta").fit(revised, horizon=3).predict(revised, 50, seed=1).mean()
+    assert torch.allclose(again, fresh) and not torch.allclose(again, a.mean())
 
 
 def test_intermittent_methods_are_nonnegative_with_conformal_spread():

@@ -212,6 +212,14 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
             bad = (~fut).any(-1).any(-1).nonzero().squeeze(1).cpu().numpy()
             raise PanelError(f"known covariates {list(spec.names)} missing in the forecast window of series "
                              f"{_names(panel.item_ids[bad])}")
+        for j in (j for j, is_log in enumerate(spec.log) if is_log):  # the forecast window too, not only the history
+            bad = inside & (xk[..., j] <= 0)  # NaN compares False
+            if bool(bad.any()):
+                i = int(bad.any(1).nonzero()[0, 0])
+                k = int(bad[i].nonzero()[0, 0])
+                raise PanelError(f"log_covariates: {spec.names[j]!r} has values <= 0 in series "
+                                 f"{_names(panel.item_ids[bad.any(1).cpu().numpy()])}: e.g. {float(xk[i, k, j])} at "
+                                 f"{dates[int(pos[i, k])]} in series {panel.item_ids[i]!r}")
         xk = _transform(xk, spec.log)
         z = (xk - spec.mean.to(device)) / spec.std.to(device)
         z = torch.where(inside[..., None] & ~torch.isnan(z), z, torch.zeros_like(z))

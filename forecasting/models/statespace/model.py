@@ -78,24 +78,26 @@ def _check(name: str, value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tens
 
 def _pooled(P, name: str, d: Design, loc_prior: float, loc_scale: float, spread_scale: float) -> torch.Tensor:
     """``[..., N, 1]`` series values Normal around a per-group location with a learned spread."""
+    t = lambda v: torch.tensor(float(v), device=d.y.device)  # noqa: E731  priors on the data's device (CUDA)
     with P("groups", d.num_groups, dim=-2):
-        loc_g = pyro.sample(f"{name}_loc", dist.Normal(loc_prior, loc_scale))
-    spread = pyro.sample(f"{name}_spread", dist.HalfNormal(spread_scale))
+        loc_g = pyro.sample(f"{name}_loc", dist.Normal(t(loc_prior), loc_scale))
+    spread = pyro.sample(f"{name}_spread", dist.HalfNormal(t(spread_scale)))
     loc_g = _check(f"{name}_loc", loc_g, (d.num_groups, 1))
     with P("series", d.num_series, dim=-2):
-        z = pyro.sample(f"{name}_z", dist.Normal(0.0, 1.0))
+        z = pyro.sample(f"{name}_z", dist.Normal(t(0.0), 1.0))
     z = _check(f"{name}_z", z, (d.num_series, 1))
     return loc_g.index_select(-2, d.group) + spread * z
 
 
 def _coefficients(P, name: str, d: Design, size: int, cfg: Structure) -> torch.Tensor:
     """``[..., N, size]`` group coefficients plus shrunken series deviations."""
+    t = lambda v: torch.tensor(float(v), device=d.y.device)  # noqa: E731  priors on the data's device (CUDA)
     with P("groups", d.num_groups, dim=-2), P(f"{name}_dim", size, dim=-1):
-        b_g = pyro.sample(f"{name}_group", dist.Normal(0.0, cfg.coef_scale))
+        b_g = pyro.sample(f"{name}_group", dist.Normal(t(0.0), cfg.coef_scale))
     with P(f"{name}_dim", size, dim=-1):
-        tau = pyro.sample(f"{name}_spread", dist.HalfNormal(cfg.coef_spread))
+        tau = pyro.sample(f"{name}_spread", dist.HalfNormal(t(cfg.coef_spread)))
     with P("series", d.num_series, dim=-2), P(f"{name}_dim", size, dim=-1):
-        z = pyro.sample(f"{name}_z", dist.Normal(0.0, 1.0))
+        z = pyro.sample(f"{name}_z", dist.Normal(t(0.0), 1.0))
     b_g = _check(f"{name}_group", b_g, (d.num_groups, size))
     z = _check(f"{name}_z", z, (d.num_series, size))
     return b_g.index_select(-2, d.group) + tau * z
