@@ -190,10 +190,10 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
              for d in plan.datasets for m in plan.models[d.name] for w in range(windows_of[d.name]) for s in plan.seeds]
     options_of = {(d.name, m.key): m.options for d in plan.datasets for m in plan.models[d.name]}
     kind_of = {(d.name, m.key): m.name for d in plan.datasets for m in plan.models[d.name]}
+    plan_json = plan.to_json()
 
-    def settings(c: PlannedCell) -> dict:
-        kind = kind_of[c.dataset, c.model]
-        return _settings(plan.num_samples, options_of[c.dataset, c.model], None if kind == c.model else kind, device)
+    def settings(c: PlannedCell) -> dict:  # what the report checks too (planned_settings)
+        return planned_settings(plan_json, c.dataset, c.model, device)
 
     def finished(c: PlannedCell) -> bool:
         rec = _read(cell_path(out, c))
@@ -204,7 +204,7 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
     todo = [c for c in cells if not finished(c)]
     log(f"{len(cells)} cells planned ({len(plan.datasets)} datasets); {len(cells) - len(todo)} already finished "
         f"in {out}, {len(todo)} to run")
-    record = {"command": command, "started": started, "plan": plan.to_json(), "skipped": [], "cells": len(cells),
+    record = {"command": command, "started": started, "plan": plan_json, "skipped": [], "cells": len(cells),
               "device": device, "environment": environment()}
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), disable=not progress, unit="cell", dynamic_ncols=True)
     by_dataset: dict[str, list[PlannedCell]] = {}
@@ -239,8 +239,7 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
             bar.set_description(f"{c.dataset} / {c.model} / window {c.window} / seed {c.seed}")
             rec = _run_cell(ds, windows[c.window], c, plan.num_samples, options_of[c.dataset, c.model], device,
                             fan_rows if (c.window == last and c.seed == plan.seeds[0]) else [],
-                            out if write_forecasts else None, kind_of[c.dataset, c.model])
-            rec["settings"] = settings(c)
+                            out if write_forecasts else None, kind_of[c.dataset, c.model], settings(c))
             _write_json(cell_path(out, c), rec)
             if rec["error"]:
                 log(f"cell {c.dataset} / {c.model} / window {c.window} / seed {c.seed} failed: {rec['error']}")
@@ -260,12 +259,11 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
 
 
 def _run_cell(ds, window, c: PlannedCell, num_samples: int, options: dict, device: str | None, fan_rows,
-              forecasts_dir: Path | None, kind: str | None = None) -> dict:
+              forecasts_dir: Path | None, kind: str, settings: dict) -> dict:
     """Fit, predict, score one cell; never raises (errors are recorded). ``kind``: the registered
-    model when the cell is named by a label (default ``c.model``)."""
-    kind = kind or c.model
+    model (the cell may be named by a label); ``settings``: recorded with the cell."""
     result = CellResult(c.dataset, c.model, c.window, c.seed, window.train.num_series, num_samples, window.horizon)
-    rec = {"settings": _settings(num_samples, options)}
+    rec = {"settings": settings}
     try:
         runner_opts = {"seed": c.seed, "progress": False, **({"device": device} if device else {})}
         wanted = {**runner_opts, **options}
