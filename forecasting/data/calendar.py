@@ -29,10 +29,13 @@ class _MovingHolidays(AbstractHolidayCalendar):
     ]
 
 
-def calendar_features(index: pd.DatetimeIndex, freq: str, fourier: bool = True) -> torch.Tensor:
+def calendar_features(index: pd.DatetimeIndex, freq: str, fourier: bool = True,
+                      subdaily_holidays: bool = True) -> torch.Tensor:
     """``[T, C]`` float32 features of each timestamp: Fourier terms of its seasonal positions (unless
-    ``fourier=False``) and, for daily and weekly data, whether each holiday falls in the period, the
-    previous or the next (3 columns per holiday, see ``holiday_names``)."""
+    ``fourier=False``) and whether each holiday falls in the period, the previous or the next (3
+    columns per holiday, see ``holiday_names``): for weekly and daily data, and for hourly and finer
+    data on the timestamp's day, the day before and the day after (``subdaily_holidays=False``: none
+    for sub-daily data, as models saved before they were added saw them)."""
     name, _ = _base(freq)
     idx = index.tz_localize(None) if index.tz is not None else index
     cols = []
@@ -57,9 +60,10 @@ def calendar_features(index: pd.DatetimeIndex, freq: str, fourier: bool = True) 
         add_fourier(idx.hour.to_numpy() + idx.minute.to_numpy() / 60, 24, 3)
         add_fourier(idx.dayofweek.to_numpy() + idx.hour.to_numpy() / 24, 7, 2)
         add_fourier(doy, 365.25, 1)
-    if name in ("W", "D", "B"):
+    if holiday_names(freq, subdaily_holidays):
         span = pd.Timedelta(days=7 if name == "W" else 1)
-        # a weekly timestamp labels the week ending on it (W-FRI: Saturday..Friday); a day labels itself
+        # a weekly timestamp labels the week ending on it (W-FRI: Saturday..Friday); a day labels itself;
+        # an hour (or minute) belongs to its day, in the data's local time
         period_end = idx.normalize() + (pd.Timedelta(0) if name == "W" else span - pd.Timedelta(days=1))
         cal = _MovingHolidays()
         days = cal.holidays(idx.min() - pd.Timedelta(days=400), idx.max() + pd.Timedelta(days=400), return_name=True)
@@ -76,10 +80,11 @@ def calendar_features(index: pd.DatetimeIndex, freq: str, fourier: bool = True) 
     return torch.tensor(np.stack(cols, axis=1), dtype=torch.float32)
 
 
-def holiday_names(freq: str) -> list[str]:
-    """Names of the holiday columns ``calendar_features(..., fourier=False)`` returns for ``freq``."""
+def holiday_names(freq: str, subdaily: bool = True) -> list[str]:
+    """Names of the holiday columns ``calendar_features(..., fourier=False)`` returns for ``freq``
+    (``subdaily=False``: none for hourly and finer data)."""
     name, _ = _base(freq)
-    if name not in ("W", "D", "B"):
+    if name not in ("W", "D", "B") and not (subdaily and name in ("H", "T", "MIN")):
         return []
     return [f"{r.name}{s}" for r in _MovingHolidays.rules for s in ("_prev", "", "_next")]
 

@@ -427,3 +427,26 @@ def test_bfloat16_training_keeps_float32_weights_and_matches_float32_accuracy():
     assert np.isfinite(m.train_["train"]["history"][0]["train_loss"])
     with pytest.raises(ValueError, match="train_dtype must be 'float32' or 'bfloat16'"):
         DeepAR(train_dtype="float16")
+
+
+def test_hourly_models_see_holidays_and_models_saved_without_them_still_predict(tmp_path, monkeypatch):
+    import dataclasses
+
+    import forecasting.models.deepar.model as dm
+    rng = np.random.default_rng(0)
+    ts = pd.date_range("2016-11-01", periods=24 * 60, freq="h")
+    df = pd.DataFrame({"item_id": np.repeat(["a", "b"], len(ts)), "timestamp": np.tile(ts, 2),
+                       "target": rng.normal(10, 1, 2 * len(ts))})
+    panel = Panel.from_long(df, freq="h")
+    kw = dict(likelihood="studentT", max_epochs=1, validation=False, context_length=24, **{**FAST, "batches_per_epoch": 2})
+    new = DeepAR(**kw).fit(panel, 24)
+    assert new.features_.subdaily_holidays and new.net_.num_dynamic > 0
+    wide = new._tensors(panel, 24).calendar.shape[1]
+    # a model saved before hourly holidays existed: its spec has no such field (the class default)
+    real = dm.fit_features
+    monkeypatch.setattr(dm, "fit_features", lambda *a, **k: dataclasses.replace(real(*a, **k), subdaily_holidays=False))
+    old = DeepAR(**kw).fit(panel, 24)
+    del old.features_.__dict__["subdaily_holidays"]
+    back = DeepAR.load(old.save(tmp_path / "old.pt"))
+    assert not back.features_.subdaily_holidays and back._tensors(panel, 24).calendar.shape[1] == wide - 24
+    assert torch.equal(back.predict(panel, 10, seed=0).samples, old.predict(panel, 10, seed=0).samples)

@@ -71,6 +71,9 @@ class FeatureSpec:
     # was trained with); None in models saved before they were kept: positional codes
     static_cat_levels: tuple[tuple, ...] | None = None
     profile_levels: tuple | None = None  # levels of ``profile_group`` at fit
+    # holiday inputs for hourly and finer data (False in models saved before they were added: their
+    # networks were built without those calendar columns)
+    subdaily_holidays: bool = False
 
     @property
     def num_known_inputs(self) -> int:
@@ -245,4 +248,5 @@ def fit_features(panel: Panel, use_known: bool, use_static: bool, lags=None, pro
         prof_levels = tuple(panel.static_cat_levels[list(panel.static_cat_names).index(profile_group)])
     return FeatureSpec(known_names, mean.cpu(), std.cpu(), flag.cpu(), cat_names, cards, real_names,
                        rmean.cpu(), rstd.cpu(), tuple(lags or lags_for_freq(panel.freq)), panel.freq,
-                       prof, profile_group if profile else None, profile_weight, cat_levels, prof_levels)
+                       prof, profile_group if profile else None, profile_weight, cat_levels, prof_levels,
+                       subdaily_holidays=True)

@@ -181,7 +181,7 @@ class DeepAR(Model):
         T = panel.num_steps
         t_ext = max(T + horizon, panel.known.shape[1] if panel.known is not None and spec.known_names else 0)
         ext = pd.date_range(panel.index[0], periods=t_ext, freq=panel.freq)
-        cal = calendar_features(ext, panel.freq).to(dev)
+        cal = calendar_features(ext, panel.freq, subdaily_holidays=spec.subdaily_holidays).to(dev)
         y, obs, series_scale = _history(panel)
         codes, reals = spec.static_inputs(panel)
         return PanelTensors(y=y, obs=obs, known=spec.known_inputs(panel, t_ext), calendar=cal, start=panel.start,

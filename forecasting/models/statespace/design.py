@@ -149,7 +149,7 @@ def _transform(x: torch.Tensor, log: tuple[bool, ...]) -> torch.Tensor:
 def build_design(panel: Panel, horizon: int, history: int | None, count: bool, spec: CovariateSpec,
                  holidays: bool, group_codes: torch.Tensor, num_groups: int, yearly_harmonics: int,
                  device: torch.device, seasonal: bool = True,
-                 season_groups: tuple[tuple[torch.Tensor, int], ...] = ()) -> Design:
+                 season_groups: tuple[tuple[torch.Tensor, int], ...] = (), subdaily_holidays: bool = True) -> Design:
     """The tensors of the module docstring for ``panel`` forecast ``horizon`` steps after each end."""
     panel = panel.to(device)
     N, T = panel.num_series, panel.num_steps
@@ -195,10 +195,10 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
     four = torch.as_tensor(fourier_terms(dates, panel.freq, yearly_harmonics if seasonal else 0)[pos_np],
                            device=device)
     parts, names = [], []
-    if holidays and holiday_names(panel.freq):
-        hol = calendar_features(dates, panel.freq, fourier=False).to(device)  # [len(dates), 3 * holidays]
-        parts.append(hol[pos])
-        names += holiday_names(panel.freq)
+    if holidays and holiday_names(panel.freq, subdaily_holidays):
+        hol = calendar_features(dates, panel.freq, fourier=False, subdaily_holidays=subdaily_holidays).to(device)
+        parts.append(hol[pos])  # [N, L + H, 3 * holidays]
+        names += holiday_names(panel.freq, subdaily_holidays)
     if spec.names:
         if panel.known is None or tuple(panel.known_names[c] for c in spec.columns) != spec.names:
             raise ValueError(f"the panel's known covariates {list(panel.known_names)} differ from those at fit "

@@ -133,13 +133,16 @@ class StateSpace(Model):
             extra.append((panel.static_cat[:, j].cpu().long(), len(panel.static_cat_levels[j])))
         return build_design(panel, horizon, self.history, self.structure.count, self.covariates_, self.holidays,
                             codes, G, self.yearly_harmonics, self.device_, seasonal=getattr(self, "seasonal", True),
-                            season_groups=tuple(extra))
+                            season_groups=tuple(extra),
+                            # a model saved before hourly holiday regressors were added predicts without them
+                            subdaily_holidays=getattr(self, "subdaily_holidays_", False))
 
     # ------------------------------------------------------------------ fit
     def fit(self, panel: Panel, horizon: int) -> "StateSpace":
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.device_ = resolve_device(self.device)
+        self.subdaily_holidays_ = True
         self.covariates_ = covariate_spec(panel, self.covariates, self.log_covariates)
         d = self._design(panel, horizon)
         if d.history < 3:
