@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .data.calendar import shift_dates
+
 __all__ = ["Forecast", "DEFAULT_QUANTILES", "atomic_write"]
 
 DEFAULT_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -95,7 +97,7 @@ class Forecast:
     def timestamps(self) -> pd.DatetimeIndex:
         """``[N * H]`` timestamps of every (series, step), series-major."""
         offset = pd.tseries.frequencies.to_offset(self.freq)
-        steps = [self.start + k * offset for k in range(self.horizon)]  # H shifted indexes, vectorised over N
+        steps = [shift_dates(self.start, k, offset) for k in range(self.horizon)]  # H shifted indexes, over N
         stamps = pd.DatetimeIndex(np.stack([s.asi8 for s in steps], axis=1).reshape(-1))  # UTC instants
         # timezone-aware starts keep their zone (the instants alone would read as naive UTC)
         return stamps.tz_localize("UTC").tz_convert(self.start.tz) if self.start.tz is not None else stamps

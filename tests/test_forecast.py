@@ -68,3 +68,12 @@ def test_timezone_aware_forecasts_keep_their_zone_in_frames_and_files(tmp_path):
     assert list(q.timestamp[:3]) == expected
     s = pd.read_parquet(f.to_parquet(tmp_path / "s.parquet", samples=True))
     assert list(s.timestamp[:3]) == expected and list(s.timestamp[3:6]) == expected  # sample 1 of series a
+
+
+def test_daily_timezone_aware_steps_stay_at_local_midnight_across_dst():
+    start = pd.DatetimeIndex([pd.Timestamp("2024-03-29", tz="Europe/Berlin"), pd.Timestamp("2024-10-25", tz="Europe/Berlin")])
+    f = Forecast(torch.zeros(2, 1, 4), pd.Index(["a", "b"]), start, "D")
+    ts = f.timestamps()
+    assert list(ts[:4]) == list(pd.date_range(start[0], periods=4, freq="D"))  # as the panel's grid
+    assert list(ts[4:]) == list(pd.date_range(start[1], periods=4, freq="D"))
+    assert all(t.hour == 0 for t in ts) and ts[4:].normalize().is_unique

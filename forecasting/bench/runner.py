@@ -14,6 +14,7 @@ dataset's task (0 = its oldest window), so ``--windows 1`` and a full run share 
 """
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import json
@@ -90,6 +91,9 @@ def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: 
         bad = [m.name for m in s.models if m.name not in known_models]
         if bad:
             raise SuiteError(f"{where}: unknown model(s) {bad}; known models: {', '.join(MODELS)}")
+        clash = [m.label for m in s.models if m.label in known_models and m.label != m.name]
+        if clash:  # its row would pass for that model's (and replace it when suites merge)
+            raise SuiteError(f"{where}: label(s) {clash} name other registered models; choose another label")
         for d in s.datasets:
             entry = DatasetEntry(d.name, windows if windows is not None else d.windows, d.optional)
             if d.name not in models:
@@ -101,7 +105,8 @@ def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: 
                     excluded.append({"dataset": d.name, "model": m.key, "why": m.why or "excluded by the suite"})
                 elif m.key not in have:
                     extra = _accepted_or_none(m.name, get_spec(d.name).task, extra_options or {})
-                    models[d.name].append(ModelEntry(m.name, {**extra, **m.options_for(d.name)}, label=m.label))
+                    label = m.label if m.label != m.name else ""  # a label equal to its model's name is none
+                    models[d.name].append(ModelEntry(m.name, {**extra, **m.options_for(d.name)}, label=label))
     ns = num_samples if num_samples is not None else suites[0].num_samples
     sd = list(seeds) if seeds else list(suites[0].seeds)
     if ns < 1:
@@ -131,12 +136,19 @@ def cell_path(out: Path, c: PlannedCell) -> Path:
     return Path(out) / "cells" / c.dataset / c.model / f"window{c.window}_seed{c.seed}.json"
 
 
-def _settings(num_samples: int, options: dict, model: str | None = None, device: str | None = None) -> dict:
+def _settings(num_samples: int, options: dict, model: str | None = None, device: str | None = None,
+              validation: bool = False) -> dict:
     """What a finished cell must have been run with to be reused and reported (``model``: the
-    registered model behind a label; ``device``: the run's ``--device``, when given)."""
+    registered model behind a label; ``device``: the run's ``--device``, for models that take one;
+    ``validation``: a validation-window cell, never taken for a test-window one)."""
     out = {"num_samples": num_samples, "options": options, **({"model": model} if model else {}),
-           **({"device": device} if device else {})}
+           **({"device": device} if device else {}), **({"validation": True} if validation else {})}
     return json.loads(json.dumps(out, default=str))
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_device(model: str, dataset: str) -> bool:
+    return "device" in _accepted_or_none(model, get_spec(dataset).task, {"device": "cpu"})
 
 
 def planned_settings(plan: dict, dataset: str, key: str, device: str | None = None) -> dict | None:
@@ -145,7 +157,9 @@ def planned_settings(plan: dict, dataset: str, key: str, device: str | None = No
     entry = next((m for m in plan["models"].get(dataset, []) if m["name"] == key), None)
     if entry is None:
         return None
-    return _settings(plan["num_samples"], entry["options"], entry.get("model"), device)
+    model = entry.get("model", entry["name"])
+    return _settings(plan["num_samples"], entry["options"], entry.get("model"),
+                     device if device and _takes_device(model, dataset) else None, bool(plan.get("validation")))
 
 
 def _read(path: Path) -> dict | None:
@@ -183,6 +197,9 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
         raise ValueError(f"{out} holds a {stage(not plan.validation)}-window run; write the "
                          f"{stage(plan.validation)}-window run to another folder (cells would mix)")
     out.mkdir(parents=True, exist_ok=True)
+    if earlier is None:  # the folder's stage is known from the start, even if this run is interrupted
+        _write_json(out / "run.json", {"plan": plan.to_json(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                                       "finished": None, "command": command})
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     specs = {d.name: get_spec(d.name) for d in plan.datasets}
     windows_of = {d.name: d.windows or specs[d.name].task.num_windows for d in plan.datasets}

@@ -29,6 +29,16 @@ class _MovingHolidays(AbstractHolidayCalendar):
     ]
 
 
+def shift_dates(dates: pd.DatetimeIndex, k: int, offset: pd.DateOffset) -> pd.DatetimeIndex:
+    """``dates`` moved ``k`` steps of ``offset``, as a panel's grid (``pd.date_range``) steps: on
+    timezone-aware dates a day or longer moves in wall time (local midnight stays midnight across a
+    DST change; pandas adds a ``Day`` as 24 absolute hours), shorter steps in absolute time."""
+    if dates.tz is None or not (isinstance(offset, pd.offsets.Tick) and offset.nanos >= 86_400 * 10**9):
+        return dates + k * offset
+    wall = dates.tz_localize(None) + k * offset
+    return wall.tz_localize(dates.tz, ambiguous=np.ones(len(wall), dtype=bool), nonexistent="shift_forward")
+
+
 def calendar_features(index: pd.DatetimeIndex, freq: str, fourier: bool = True,
                       subdaily_holidays: bool = True) -> torch.Tensor:
     """``[T, C]`` float32 features of each timestamp: Fourier terms of its seasonal positions (unless

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .calendar import shift_dates
+
 __all__ = ["Panel", "PanelError", "Window"]
 
 
@@ -439,7 +441,7 @@ class Panel:
         """``[N]`` first forecast timestamp of each series (the step after its end)."""
         offset = _offset(self.freq)
         last = self.index[self.end.cpu().numpy() - 1]
-        return pd.DatetimeIndex(last + offset)
+        return pd.DatetimeIndex(shift_dates(pd.DatetimeIndex(last), 1, offset))
 
     # ------------------------------------------------------------------ splits
     def truncate(self, end: torch.Tensor) -> "Panel":

@@ -201,10 +201,10 @@ class StatsForecastModel(Model):
         horizon = self._check_fitted()
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        ids, ends, digest = self._fitted_on
+        ids, ends, *digest = self._fitted_on  # models saved before the fingerprint hold (ids, ends)
         # the fitted forecast is reused only for the very same data (ids, ends and values): a panel
         # with revised values and the same ends is forecast again
-        same = panel.item_ids.equals(ids) and torch.equal(panel.end.cpu(), ends) and _fingerprint(panel) == digest
+        same = panel.item_ids.equals(ids) and torch.equal(panel.end.cpu(), ends) and digest == [_fingerprint(panel)]
         mean, sd = (self.mean_, self.sd_) if same else self._forecast(panel, horizon)
         N = panel.num_series
         gen = torch.Generator().manual_seed(0 if seed is None else seed)

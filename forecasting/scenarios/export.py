@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..forecast import Forecast, atomic_write
+from ..data.calendar import shift_dates
 from .core import ScenarioError, ScenarioSet
 from .hierarchy import Hierarchy
 
@@ -139,7 +140,7 @@ def _as_stream(source, chunk_size: int) -> ScenarioStream:
 
 def _timestamps(stream: ScenarioStream) -> np.ndarray:
     offset = pd.tseries.frequencies.to_offset(stream.freq)
-    return np.stack([(stream.start + k * offset).values for k in range(stream.horizon)], axis=1).reshape(-1)
+    return np.stack([shift_dates(stream.start, k, offset).values for k in range(stream.horizon)], axis=1).reshape(-1)
 
 
 def write_parquet(path, source, chunk_size: int = 100, compression: str = "zstd", max_rows: int = 1 << 22,
@@ -210,7 +211,10 @@ def _fingerprint(path: Path, span: int = 1 << 20) -> str:
 
 def _index_json(stream: ScenarioStream, weights: np.ndarray) -> dict:
     return {"layout": "values[scenario, series, step]", "item_ids": _ids_json(stream.item_ids),
-            "start": [t.isoformat() for t in stream.start], "freq": stream.freq, "horizon": stream.horizon,
+            # readable local dates, and the zone by name (offsets alone lose it and mix across DST)
+            "start": [t.isoformat() for t in stream.start], "start_ns": stream.start.asi8.tolist(),
+            "tz": str(stream.start.tz) if stream.start.tz is not None else None,
+            "freq": stream.freq, "horizon": stream.horizon,
             "num_scenarios": stream.num_scenarios, "method": stream.method, "weights": weights.tolist()}
 
 
@@ -263,8 +267,17 @@ def read_numpy(path, mmap: bool = True) -> ScenarioSet:
     if tuple(values.shape) != expected:
         raise ScenarioError(f"{path} holds values of shape {tuple(values.shape)}, its index describes {expected}")
     return ScenarioSet(values.permute(1, 0, 2), torch.tensor(meta["weights"], dtype=torch.float64),
-                       pd.Index(meta["item_ids"], name="item_id"), pd.DatetimeIndex(meta["start"]), meta["freq"],
+                       pd.Index(meta["item_ids"], name="item_id"), _start_of(meta), meta["freq"],
                        meta.get("method", ""))
+
+
+def _start_of(meta: dict) -> pd.DatetimeIndex:
+    """The start dates of an index written by :func:`write_numpy` (files written before the zone
+    was kept hold ISO strings only)."""
+    if "start_ns" not in meta:
+        return pd.DatetimeIndex(meta["start"])
+    start = pd.DatetimeIndex(np.asarray(meta["start_ns"], dtype="int64").view("datetime64[ns]"))
+    return start.tz_localize("UTC").tz_convert(meta["tz"]) if meta.get("tz") else start
 
 
 def write_torch(path, scenarios: ScenarioSet) -> Path:

@@ -111,10 +111,31 @@ def test_cells_of_earlier_settings_are_not_reported_as_this_runs_results(tmp_pat
     assert json.loads((tmp_path / "results.json").read_text())["results"] == []
     page = render(tmp_path, plots=False).read_text()
     assert "| naive |" not in page and "Not run: traffic_weekly_sample: files unreachable" in page
-    # the device is part of a cell's settings: another --device reruns the cells
+    # the device is part of a cell's settings for models that take one (another --device reruns
+    # them); baselines take none, so their cells are reused
     monkeypatch.undo()
     messages = []
     run_plan(_plan(num_samples=10), tmp_path, device="cpu", progress=False, write_forecasts=False, log=messages.append)
-    assert "0 already finished" in messages[0]
+    assert "2 already finished" in messages[0]
+    from forecasting.bench.runner import planned_settings
+    plan = plan_suites([Suite("t", (DatasetEntry("traffic_weekly_sample"),), (ModelEntry("deepar"),), 10, (0,))]).to_json()
+    assert planned_settings(plan, "traffic_weekly_sample", "deepar", "cuda")["device"] == "cuda"
+    assert "device" not in planned_settings(plan, "traffic_weekly_sample", "deepar")
     with pytest.raises(Exception, match="`seed` is not a model option"):
         Suite("t", (DatasetEntry("traffic_weekly_sample"),), (ModelEntry("deepar", {"seed": 3}),), 10, (0, 1))
+
+
+def test_an_interrupted_validation_run_never_passes_for_a_test_run_and_labels_cannot_borrow_names(tmp_path):
+    import pytest
+
+    from forecasting.bench.suites import SuiteError
+    quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
+    s = Suite("t", (DatasetEntry("traffic_weekly_sample"),), (ModelEntry("naive"),), 10, (0,))
+    run_plan(plan_suites([s], validation=True), tmp_path, **quiet)
+    (tmp_path / "run.json").unlink()  # as if killed before the end (run.json is also written first)
+    messages = []
+    run_plan(plan_suites([s]), tmp_path, progress=False, write_forecasts=False, log=messages.append)
+    assert "0 already finished" in messages[0]  # validation cells carry their stage in their settings
+    clash = Suite("a", (DatasetEntry("traffic_weekly_sample"),), (ModelEntry("deepar", label="naive"),), 10, (0,))
+    with pytest.raises(SuiteError, match=r"label\(s\) \['naive'\] name other registered models"):
+        plan_suites([clash])

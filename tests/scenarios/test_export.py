@@ -71,6 +71,13 @@ def test_series_ids_keep_their_type_and_the_numpy_pair_cannot_be_mixed(panel_tru
         read_numpy(path)
 
 
+def test_numpy_index_keeps_the_zone_of_starts_on_both_sides_of_a_dst_change(tmp_path):
+    start = pd.DatetimeIndex([pd.Timestamp("2024-10-25", tz="Europe/Berlin"), pd.Timestamp("2024-03-01", tz="Europe/Berlin")])
+    sc = ScenarioSet(torch.zeros(2, 3, 4), torch.full((3,), 1 / 3, dtype=torch.float64), pd.Index([1, 2]), start, "D")
+    back = read_numpy(write_numpy(tmp_path / "s.npy", sc))
+    assert list(back.start) == list(start) and str(back.start.tz) == "Europe/Berlin"
+
+
 def test_parquet_keeps_the_timezone_of_the_dates(panel_truth, tmp_path):
     panel, _ = panel_truth
     sc = ScenarioSet.from_forecast(make_forecast(panel, samples=2))
