@@ -167,9 +167,11 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
              "**Bold**: this package's models."), ""]
     if plan.get("validation"):
         lines[0] = "# Leaderboard: validation windows"
+        moved = [f"{d['name']} {d['validation_before']} steps" for d in plan["datasets"] if d.get("validation_before")]
         lines[2:2] = [("**Validation windows**: each task's windows moved back so that they end before its "
-                       "test windows start (`--validation`). For choosing settings; the test windows are "
-                       "not scored here."), ""]
+                       "test windows start (`--validation`"
+                       + (f"; moved back by the suite's `validation_before`: {', '.join(moved)}" if moved else "")
+                       + "). For choosing settings; the test windows are not scored here."), ""]
     skipped = run.get("skipped") or []
     for ds_entry in plan["datasets"]:
         ds = ds_entry["name"]

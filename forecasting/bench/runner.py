@@ -95,7 +95,7 @@ def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: 
         if clash:  # its row would pass for that model's (and replace it when suites merge)
             raise SuiteError(f"{where}: label(s) {clash} name other registered models; choose another label")
         for d in s.datasets:
-            entry = DatasetEntry(d.name, windows if windows is not None else d.windows, d.optional)
+            entry = DatasetEntry(d.name, windows if windows is not None else d.windows, d.optional, d.validation_before)
             if d.name not in models:
                 datasets.append(entry)
                 models[d.name] = []
@@ -137,12 +137,13 @@ def cell_path(out: Path, c: PlannedCell) -> Path:
 
 
 def _settings(num_samples: int, options: dict, model: str | None = None, device: str | None = None,
-              validation: bool = False) -> dict:
+              validation: bool | int = False) -> dict:
     """What a finished cell must have been run with to be reused and reported (``model``: the
     registered model behind a label; ``device``: the run's ``--device``, for models that take one;
-    ``validation``: a validation-window cell, never taken for a test-window one)."""
+    ``validation``: a validation-window cell (True, or the steps its windows sit before the test
+    windows when a suite sets them), never taken for a test-window one)."""
     out = {"num_samples": num_samples, "options": options, **({"model": model} if model else {}),
-           **({"device": device} if device else {}), **({"validation": True} if validation else {})}
+           **({"device": device} if device else {}), **({"validation": validation} if validation else {})}
     return json.loads(json.dumps(out, default=str))
 
 
@@ -158,8 +159,10 @@ def planned_settings(plan: dict, dataset: str, key: str, device: str | None = No
     if entry is None:
         return None
     model = entry.get("model", entry["name"])
+    before = next((d.get("validation_before") for d in plan["datasets"] if d["name"] == dataset), None)
+    stage = (before or True) if plan.get("validation") else False  # a validation cell: True, or its offset
     return _settings(plan["num_samples"], entry["options"], entry.get("model"),
-                     device if device and _takes_device(model, dataset) else None, bool(plan.get("validation")))
+                     device if device and _takes_device(model, dataset) else None, stage)
 
 
 def _read(path: Path) -> dict | None:
@@ -243,7 +246,8 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
         n = windows_of[entry.name]
         first = ds.task.num_windows - n
         try:
-            windows = {first + w.index: w for w in ds.windows(n, validation=plan.validation)}
+            windows = {first + w.index: w for w in ds.windows(n, validation=plan.validation,
+                                                              before=entry.validation_before)}
         except Exception as err:  # noqa: BLE001 - e.g. too many windows for the series' length
             record["skipped"].append({"dataset": entry.name, "optional": entry.optional,
                                       "reason": f"{type(err).__name__}: {err}"})

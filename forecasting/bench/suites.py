@@ -49,6 +49,9 @@ class DatasetEntry:
     name: str
     windows: int | None = None
     optional: bool = False
+    # steps the validation windows sit before the test windows (None: the span the test windows
+    # cover); e.g. 8736 hours (52 weeks) validates on the same calendar week a year earlier
+    validation_before: int | None = None
 
 
 @dataclass(frozen=True)
@@ -157,11 +160,15 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     for i, d in enumerate(raw.get("dataset", [])):
         if "name" not in d:
             raise SuiteError(f"{where}: [[dataset]] number {i + 1} has no name")
-        unknown = set(d) - {"name", "windows", "optional"}
+        unknown = set(d) - {"name", "windows", "optional", "validation_before"}
         if unknown:
             raise SuiteError(f"{where}: dataset {d['name']!r}: unknown key(s) {sorted(unknown)}; "
-                             "allowed: name, windows, optional")
-        datasets.append(DatasetEntry(d["name"], d.get("windows"), bool(d.get("optional", False))))
+                             "allowed: name, windows, optional, validation_before")
+        vb = d.get("validation_before")
+        if vb is not None and (not isinstance(vb, int) or vb < 1):
+            raise SuiteError(f"{where}: dataset {d['name']!r}: validation_before must be a number of steps >= 1, "
+                             f"got {vb!r}")
+        datasets.append(DatasetEntry(d["name"], d.get("windows"), bool(d.get("optional", False)), vb))
     models = []
     for i, m in enumerate(raw.get("model", [])):
         if "name" not in m:

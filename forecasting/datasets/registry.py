@@ -97,16 +97,23 @@ class Dataset:
     task: Task
     extra: dict = field(default_factory=dict)
 
-    def windows(self, num_windows: int | None = None, validation: bool = False) -> list[Window]:
+    def windows(self, num_windows: int | None = None, validation: bool = False,
+                before: int | None = None) -> list[Window]:
         """The task's rolling-origin evaluation windows (the last ``num_windows`` if given).
 
         ``validation``: the same windows moved back by the span the task's windows cover
         (``horizon + (num_windows - 1) * step``), so every validation truth ends before the first
-        test window starts: choose hyperparameters there, score the test windows once."""
+        test window starts: choose hyperparameters there, score the test windows once. ``before``:
+        move them back that many steps instead (at least that span), e.g. a year, to validate on
+        the same calendar period as the test."""
         t = self.task
         n = t.num_windows if num_windows is None else num_windows
+        span = validation_offset(t)
+        if validation and before is not None and before < span:
+            raise ValueError(f"{self.name}: validation windows {before} steps before the test windows would overlap "
+                             f"them (the test windows cover {span} steps)")
         return self.panel.windows(t.horizon, n, t.step, min_history=t.min_history, align=t.align,
-                                  before=validation_offset(t) if validation else 0)
+                                  before=(span if before is None else before) if validation else 0)
 
     def __repr__(self) -> str:
         return f"Dataset({self.name!r}, {self.panel!r}, {self.task!r})"

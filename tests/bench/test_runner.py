@@ -139,3 +139,27 @@ def test_an_interrupted_validation_run_never_passes_for_a_test_run_and_labels_ca
     clash = Suite("a", (DatasetEntry("traffic_weekly_sample"),), (ModelEntry("deepar", label="naive"),), 10, (0,))
     with pytest.raises(SuiteError, match=r"label\(s\) \['naive'\] name other registered models"):
         plan_suites([clash])
+
+
+def test_validation_windows_can_sit_a_chosen_number_of_steps_before_the_test(tmp_path):
+    import pytest
+
+    import forecasting
+    from forecasting.bench.suites import SuiteError, load_suite
+    ds = forecasting.load("traffic_weekly_sample")
+    test, year = ds.windows(), ds.windows(validation=True, before=52)
+    assert all(bool((v.cutoff == w.cutoff - 52).all()) for v, w in zip(year, test))
+    with pytest.raises(ValueError, match="would overlap them"):
+        ds.windows(validation=True, before=3)
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\n[[dataset]]\nname = "traffic_weekly_sample"\nvalidation_before = 52\n'
+                     '[[model]]\nname = "naive"\n')
+    quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
+    run_plan(plan_suites([load_suite(suite)], validation=True), tmp_path / "out", **quiet)
+    cell = read_cells(tmp_path / "out")[0]
+    assert cell["settings"]["validation"] == 52
+    assert "`validation_before`: traffic_weekly_sample 52 steps" in render(tmp_path / "out", plots=False).read_text()
+    suite.write_text('name = "s"\n[[dataset]]\nname = "traffic_weekly_sample"\nvalidation_before = 0\n'
+                     '[[model]]\nname = "naive"\n')
+    with pytest.raises(SuiteError, match="validation_before must be a number of steps >= 1"):
+        load_suite(suite)
