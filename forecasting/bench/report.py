@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -95,11 +96,12 @@ def aggregate_diagnostics(records: list[dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def _fan_models(table: pd.DataFrame, available: list[str], count: int = 4) -> list[str]:
-    """Columns of the fan chart: our models, then the GluonTS/statsforecast peers, then the best by
-    WQL, up to ``count``."""
+def _fan_models(table: pd.DataFrame, available: list[str], count: int = 4, ours: Sequence[str] = OURS) -> list[str]:
+    """Columns of the fan chart: our models (then ``ours``: their labelled variants, best first), then
+    the GluonTS/statsforecast peers, then the best by WQL, up to ``count``."""
     ranked = [m for m in table["model"] if m in available]
-    picks = [m for m in OURS if m in available] + [m for m in PEERS if m in available]
+    picks = ([m for m in OURS if m in available] + [m for m in ranked if m in ours and m not in OURS]
+             + [m for m in PEERS if m in available])
     picks = picks[:count - 1] + ranked  # keep room for the best model
     seen: list[str] = []
     for m in ([ranked[0]] if ranked else []) + picks:
@@ -209,7 +211,7 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
                       "history; here the models see only 28 days, so the numbers are not comparable."), ""]
         opts = [f"{m['name']}" + (f" ({m['model']})" if m.get("model") else "") + " "
                 + ", ".join(f"{k}={v}" for k, v in m["options"].items())
-                for m in plan["models"].get(ds, []) if m["options"]]
+                for m in plan["models"].get(ds, []) if m["options"] or m.get("model")]
         if opts:
             lines += ["Model options: " + "; ".join(opts) + " (time_limit: training seconds per window).", ""]
         excl = [e for e in plan.get("excluded", []) if e["dataset"] == ds]
@@ -222,7 +224,7 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
             avail = [m for m in table[table["dataset"] == ds]["model"] if m in diags[ds]]
             try:
                 plot_all({m: diags[ds][m] for m in avail}, out / "plots" / ds, ds,
-                         fan_models=_fan_models(part, avail))
+                         fan_models=_fan_models(part, avail, ours=tuple(ours)))
                 lines += _plot_links(href, ds)
             except ValueError as err:
                 lines += [f"(no plots: {err})", ""]
