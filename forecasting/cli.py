@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--data-dir", default=None, metavar="DIR",
                    help="data directory (default: $FORECASTING_DATA, then ~/.cache/forecasting)")
     h.add_argument("--retry-failed", action="store_true", help="rerun cells that recorded an error")
+    h.add_argument("--rerun-stale", action="store_true",
+                   help="rerun cells computed by other code of their model than this checkout's (the report "
+                        "lists them)")
     h.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     o = r.add_argument_group("where the results go")
     o.add_argument("--out", default="forecasting_results", metavar="DIR",
@@ -250,7 +253,8 @@ def _run(args, argv) -> int:
     out = Path(args.out)
     try:
         record = run_plan(plan, out, data_dir=args.data_dir, device=device, progress=not args.no_progress,
-                          write_forecasts=not args.no_forecasts, retry_failed=args.retry_failed, command=command,
+                          write_forecasts=not args.no_forecasts, retry_failed=args.retry_failed,
+                          rerun_stale=args.rerun_stale, command=command,
                           log=lambda msg: print(msg, file=sys.stderr))
     except ValueError as err:  # e.g. a validation run into a test run's folder
         return _err(str(err))

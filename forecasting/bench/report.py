@@ -22,7 +22,7 @@ from ..datasets import get_spec
 from ..evaluation.plots import NOMINAL_LEVELS, plot_all
 from ..forecast import atomic_write
 from .anchors import FEV_CITATION, anchors_for
-from .runner import planned_settings, read_cells, results_frame
+from .runner import code_fingerprint, planned_settings, read_cells, results_frame
 
 __all__ = ["OURS", "aggregate_diagnostics", "render", "summary_table"]
 
@@ -251,6 +251,17 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
                       "them (finished cells are kept)."), ""]
         if not_run:
             lines += [f"Cells of datasets that could not be loaded (see their sections): {', '.join(not_run)}.", ""]
+    kinds = {(ds, m["name"]): m.get("model", m["name"]) for ds, ms in plan["models"].items() for m in ms}
+    stale: dict[str, int] = {}
+    for r in cells:  # cells that recorded the code they ran, when it is not this checkout's
+        kind = kinds.get((r["dataset"], r["model"]))
+        if r.get("code") and kind and r["code"] != code_fingerprint(kind, r["dataset"]):
+            stale[f"{r['dataset']} / {r['model']}"] = stale.get(f"{r['dataset']} / {r['model']}", 0) + 1
+    if stale:
+        lines += ["## Cells computed by other code", "",
+                  ("These cells ran code of their model (or of the metrics or calendar features) that differs "
+                   "from this checkout's: " + ", ".join(f"{k} ({n})" for k, n in stale.items())
+                   + ". Run the command above with `--rerun-stale` to refresh them."), ""]
     text = "\n".join(lines)
     atomic_write(page, lambda tmp: Path(tmp).write_text(text))
     return page

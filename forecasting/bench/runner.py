@@ -8,14 +8,16 @@
       forecasts/<dataset>/<model>_window<w>_seed<s>.parquet (with write_forecasts)
 
 A rerun skips every cell whose file exists and was made with the same settings (sample paths and
-model options); ``retry_failed`` reruns cells that recorded an error. A model failing on a cell is
-recorded with its error and traceback and the run goes on. Window ``w`` is numbered as in the
+model options); ``retry_failed`` reruns cells that recorded an error, ``rerun_stale`` those that
+recorded another fingerprint of their model's code (``code_fingerprint``) than the current one.
+A model failing on a cell is recorded with its error and traceback and the run goes on. Window ``w`` is numbered as in the
 dataset's task (0 = its oldest window), so ``--windows 1`` and a full run share the last window.
 """
 from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import inspect
 import json
 import time
@@ -34,8 +36,8 @@ from ..forecast import atomic_write
 from ..models.registry import MODELS, make_model
 from .suites import DatasetEntry, ModelEntry, Suite, SuiteError
 
-__all__ = ["Plan", "PlannedCell", "accepted_options", "cell_path", "plan_suites", "planned_settings", "read_cells",
-           "run_plan"]
+__all__ = ["Plan", "PlannedCell", "accepted_options", "cell_path", "code_fingerprint", "plan_suites",
+           "planned_settings", "read_cells", "run_plan"]
 
 #: options the runner passes to models that take them (checked against the constructor's signature)
 RUNNER_OPTIONS = ("time_limit", "device", "seed", "progress")
@@ -148,6 +150,26 @@ def _settings(num_samples: int, options: dict, model: str | None = None, device:
 
 
 @functools.lru_cache(maxsize=None)
+def code_fingerprint(model: str, dataset: str) -> str | None:
+    """A short hash of the source a model's cells depend on: the module (for a package, every
+    module of it) that defines the model's class, plus the metrics and the calendar features. A
+    cell records it, so the report can tell cells computed by other code (None: unknown)."""
+    try:
+        probe = make_model(model, get_spec(dataset).task)
+        path = Path(inspect.getsourcefile(type(probe)))
+    except Exception:  # noqa: BLE001 - a model that cannot be built fails in its cells
+        return None
+    package = Path(__file__).resolve().parents[1]
+    files = sorted(path.parent.glob("*.py")) if (path.parent / "__init__.py").exists() and path.parent.parent.name == "models" \
+        else [path]
+    files += [package / "evaluation" / "metrics.py", package / "data" / "calendar.py"]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=None)
 def _takes_device(model: str, dataset: str) -> bool:
     return "device" in _accepted_or_none(model, get_spec(dataset).task, {"device": "cpu"})
 
@@ -184,7 +206,8 @@ def _write_json(path: Path, payload) -> None:
 
 
 def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, progress: bool = True,
-             write_forecasts: bool = False, retry_failed: bool = False, command: str | None = None,
+             write_forecasts: bool = False, retry_failed: bool = False, rerun_stale: bool = False,
+             command: str | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Run every planned cell not already finished; returns the run record (also ``run.json``).
 
@@ -219,6 +242,8 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
         rec = _read(cell_path(out, c))
         if rec is None or rec.get("settings") != settings(c):
             return False
+        if rerun_stale and rec.get("code") not in (None, code_fingerprint(kind_of[c.dataset, c.model], c.dataset)):
+            return False  # computed by other code of its model
         return not (retry_failed and rec.get("error"))
 
     todo = [c for c in cells if not finished(c)]
@@ -284,7 +309,7 @@ def _run_cell(ds, window, c: PlannedCell, num_samples: int, options: dict, devic
     """Fit, predict, score one cell; never raises (errors are recorded). ``kind``: the registered
     model (the cell may be named by a label); ``settings``: recorded with the cell."""
     result = CellResult(c.dataset, c.model, c.window, c.seed, window.train.num_series, num_samples, window.horizon)
-    rec = {"settings": settings}
+    rec = {"settings": settings, "code": code_fingerprint(kind, c.dataset)}
     try:
         runner_opts = {"seed": c.seed, "progress": False, **({"device": device} if device else {})}
         wanted = {**runner_opts, **options}

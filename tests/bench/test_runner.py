@@ -163,3 +163,23 @@ def test_validation_windows_can_sit_a_chosen_number_of_steps_before_the_test(tmp
                      '[[model]]\nname = "naive"\n')
     with pytest.raises(SuiteError, match="validation_before must be a number of steps >= 1"):
         load_suite(suite)
+
+
+def test_cells_record_their_models_code_and_stale_ones_are_listed_and_rerun(tmp_path):
+    from forecasting.bench.runner import code_fingerprint
+    quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
+    run_plan(_plan(), tmp_path, **quiet)
+    path = tmp_path / "cells/traffic_weekly_sample/naive/window0_seed0.json"
+    cell = json.loads(path.read_text())
+    assert cell["code"] == code_fingerprint("naive", "traffic_weekly_sample") and len(cell["code"]) == 12
+    assert code_fingerprint("deepar", "traffic_weekly_sample") != cell["code"]  # its own package's files
+    path.write_text(json.dumps({**cell, "code": "0123456789ab"}))  # as if computed by older code
+    page = render(tmp_path, plots=False).read_text()
+    assert "## Cells computed by other code" in page and "traffic_weekly_sample / naive (1)" in page
+    messages = []
+    run_plan(_plan(), tmp_path, progress=False, write_forecasts=False, log=messages.append)
+    assert "2 already finished" in messages[0]  # kept unless asked
+    messages.clear()
+    run_plan(_plan(), tmp_path, progress=False, write_forecasts=False, rerun_stale=True, log=messages.append)
+    assert "1 already finished" in messages[0] and "1 to run" in messages[0]
+    assert "other code" not in render(tmp_path, plots=False).read_text()
