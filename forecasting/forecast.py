@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data.calendar import shift_dates
+from .data.calendar import forecast_dates
 
 __all__ = ["Forecast", "DEFAULT_QUANTILES", "atomic_write"]
 
@@ -92,15 +92,12 @@ class Forecast:
         if bool(((q < 0) | (q > 1)).any()):
             raise ValueError(f"quantile levels must lie in [0, 1], got {list(levels)}")
         s = self.samples if self.samples.is_floating_point() else self.samples.float()  # integer (count) paths
-        return torch.quantile(s, q.to(s.dtype).to(s.device), dim=1).permute(1, 0, 2)
+        return torch.quantile(s, q.to(s.device, s.dtype), dim=1).permute(1, 0, 2)
 
     def timestamps(self) -> pd.DatetimeIndex:
         """``[N * H]`` timestamps of every (series, step), series-major."""
         offset = pd.tseries.frequencies.to_offset(self.freq)
-        steps = [shift_dates(self.start, k, offset) for k in range(self.horizon)]  # H shifted indexes, over N
-        stamps = pd.DatetimeIndex(np.stack([s.asi8 for s in steps], axis=1).reshape(-1))  # UTC instants
-        # timezone-aware starts keep their zone (the instants alone would read as naive UTC)
-        return stamps.tz_localize("UTC").tz_convert(self.start.tz) if self.start.tz is not None else stamps
+        return forecast_dates(self.start, self.horizon, offset)
 
     def to_pandas(self, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> pd.DataFrame:
         """A long frame: ``item_id``, ``timestamp``, ``mean`` and one column per quantile level."""

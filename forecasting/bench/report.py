@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -252,11 +253,9 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
         if not_run:
             lines += [f"Cells of datasets that could not be loaded (see their sections): {', '.join(not_run)}.", ""]
     kinds = {(ds, m["name"]): m.get("model", m["name"]) for ds, ms in plan["models"].items() for m in ms}
-    stale: dict[str, int] = {}
-    for r in cells:  # cells that recorded the code they ran, when it is not this checkout's
-        kind = kinds.get((r["dataset"], r["model"]))
-        if r.get("code") and kind and r["code"] != code_fingerprint(kind, r["dataset"]):
-            stale[f"{r['dataset']} / {r['model']}"] = stale.get(f"{r['dataset']} / {r['model']}", 0) + 1
+    stale = Counter(f"{r['dataset']} / {r['model']}" for r in cells  # cells that ran code other than this checkout's
+                    if r.get("code") and (r["dataset"], r["model"]) in kinds
+                    and r["code"] != code_fingerprint(kinds[r["dataset"], r["model"]], r["dataset"]))
     if stale:
         lines += ["## Cells computed by other code", "",
                   ("These cells ran code of their model (or of the metrics or calendar features) that differs "

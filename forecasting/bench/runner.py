@@ -10,8 +10,9 @@
 A rerun skips every cell whose file exists and was made with the same settings (sample paths and
 model options); ``retry_failed`` reruns cells that recorded an error, ``rerun_stale`` those that
 recorded another fingerprint of their model's code (``code_fingerprint``) than the current one.
-A model failing on a cell is recorded with its error and traceback and the run goes on. Window ``w`` is numbered as in the
-dataset's task (0 = its oldest window), so ``--windows 1`` and a full run share the last window.
+A model failing on a cell is recorded with its error and traceback and the run goes on. Window
+``w`` is numbered as in the dataset's task (0 = its oldest window), so ``--windows 1`` and a full
+run share the last window.
 """
 from __future__ import annotations
 
@@ -160,8 +161,7 @@ def code_fingerprint(model: str, dataset: str) -> str | None:
     except Exception:  # noqa: BLE001 - a model that cannot be built fails in its cells
         return None
     package = Path(__file__).resolve().parents[1]
-    files = sorted(path.parent.glob("*.py")) if (path.parent / "__init__.py").exists() and path.parent.parent.name == "models" \
-        else [path]
+    files = sorted(path.parent.glob("*.py")) if path.parent.parent.name == "models" else [path]  # a model package
     files += [package / "evaluation" / "metrics.py", package / "data" / "calendar.py"]
     h = hashlib.sha256()
     for f in files:

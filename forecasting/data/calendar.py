@@ -39,6 +39,14 @@ def shift_dates(dates: pd.DatetimeIndex, k: int, offset: pd.DateOffset) -> pd.Da
     return wall.tz_localize(dates.tz, ambiguous=np.ones(len(wall), dtype=bool), nonexistent="shift_forward")
 
 
+def forecast_dates(start: pd.DatetimeIndex, horizon: int, offset: pd.DateOffset) -> pd.DatetimeIndex:
+    """``[N * horizon]`` dates of every (series, step) after the ``[N]`` first forecast dates
+    ``start``, series-major, stepped as :func:`shift_dates` (timezone kept)."""
+    steps = [shift_dates(start, k, offset) for k in range(horizon)]  # H shifted indexes, vectorised over N
+    stamps = pd.DatetimeIndex(np.stack([s.asi8 for s in steps], axis=1).reshape(-1))  # UTC instants
+    return stamps.tz_localize("UTC").tz_convert(start.tz) if start.tz is not None else stamps
+
+
 def calendar_features(index: pd.DatetimeIndex, freq: str, fourier: bool = True,
                       subdaily_holidays: bool = True) -> torch.Tensor:
     """``[T, C]`` float32 features of each timestamp: Fourier terms of its seasonal positions (unless

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..forecast import Forecast, atomic_write
-from ..data.calendar import shift_dates
+from ..data.calendar import forecast_dates
 from .core import ScenarioError, ScenarioSet
 from .hierarchy import Hierarchy
 
@@ -140,7 +140,7 @@ def _as_stream(source, chunk_size: int) -> ScenarioStream:
 
 def _timestamps(stream: ScenarioStream) -> np.ndarray:
     offset = pd.tseries.frequencies.to_offset(stream.freq)
-    return np.stack([shift_dates(stream.start, k, offset).values for k in range(stream.horizon)], axis=1).reshape(-1)
+    return forecast_dates(stream.start, stream.horizon, offset).values  # UTC instants
 
 
 def write_parquet(path, source, chunk_size: int = 100, compression: str = "zstd", max_rows: int = 1 << 22,

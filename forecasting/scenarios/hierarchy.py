@@ -319,11 +319,11 @@ def level_metrics(scenarios: ScenarioSet, hierarchy: Hierarchy, y: torch.Tensor,
         yt, mt = truth[lv]
         q = sc.quantile(levels)
         at = {lev: q[:, i] for i, lev in enumerate(levels)}
-        yt = torch.where(mt, yt, torch.zeros_like(yt))  # NaN marks a missing value: NaN * 0 would be NaN
+        # NaN marks a missing truth value: masked with where (NaN * 0 would stay NaN)
         c = torch.where(mt, weighted_crps(sc.values, sc.weights, yt), torch.zeros_like(yt))
         row = {"level": lv, "nodes": sc.num_series, "points": int(mt.sum()),
                "crps": float(c.sum() / mt.sum().clamp_min(1)),
-               "scaled_crps": float(c.sum() / (yt.abs() * mt).sum()),
+               "scaled_crps": float(c.sum() / M._abs_sum(yt, mt)),
                "wql": float(M.wql(torch.stack([at[lev] for lev in quantiles], 1), yt, quantiles, mt))}
         for cov, (lo, hi) in {50: (0.25, 0.75), 80: (0.1, 0.9), 95: (0.025, 0.975)}.items():
             row[f"coverage_{cov}"] = float(M.coverage(at[lo], at[hi], yt, mt))

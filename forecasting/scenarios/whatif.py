@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.calendar import shift_dates
+from ..data.calendar import forecast_dates
 from ..data.panel import Panel
 from ..forecast import Forecast
 from .core import ScenarioError, ScenarioSet
@@ -90,7 +90,7 @@ def step_mask(start: pd.DatetimeIndex, freq: str, horizon: int, first=None, last
         steps = np.arange(horizon)
         return np.broadcast_to((steps >= lo) & (steps <= hi), (len(start), horizon)).copy()
     offset = pd.tseries.frequencies.to_offset(freq)
-    ts = np.stack([shift_dates(start, k, offset).values for k in range(horizon)], axis=1)  # [N, H] shifted
+    ts = forecast_dates(start, horizon, offset).values.reshape(len(start), horizon)  # [N, H], UTC instants
     lo, hi = _bound(first, pd.Timestamp.min), _bound(last, pd.Timestamp.max)
     if lo > hi:
         raise ScenarioError(f"start {lo} is after end {hi}")

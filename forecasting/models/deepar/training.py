@@ -292,8 +292,6 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
     bar = tqdm(range(n_epochs), disable=not cfg.progress or world.rank > 0, desc="DeepAR", unit="epoch",
                leave=False)
     stale = 0
-    if cfg.dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"train dtype must be 'float32' or 'bfloat16', got {cfg.dtype!r}")
     # bfloat16: matmuls and LSTM kernels in bfloat16 (AVX-512 bf16 / AMX on CPUs, tensor cores on
     # GPUs); weights, optimizer state and the likelihood stay float32
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
