@@ -70,20 +70,38 @@ def _seasonal_bootstrap(hist, ok, season, horizon, num_samples, gen):
     return base[:, None, :] + walk, dok.any(1)
 
 
+def _nonnegative_rows(hist: torch.Tensor, ok: torch.Tensor, nonnegative: bool | None) -> torch.Tensor:
+    """Which series get a forecast floor at zero: all (True), none (False), or (None) those whose
+    observed history never goes below zero."""
+    if nonnegative is None:
+        return ((hist >= 0) | ~ok).all(1)
+    return torch.full_like(ok[:, 0], bool(nonnegative))
+
+
 class SeasonalNaive(_Unfitted):
     """Last season's values plus bootstrapped seasonal differences of the same series.
 
     ``season`` is the data's natural period (52 weekly, 12 monthly, 7 daily, 24 or 168 hourly).
     Series with no observed pair one season apart fall back to the bootstrapped :class:`Naive`.
-    ``point=True`` returns the plain seasonal naive (every sample equal)."""
+    ``point=True`` returns the plain seasonal naive (every sample equal).
+
+    ``nonnegative``: a last value plus a drawn difference can fall below zero (on walmart 5 % of
+    the samples, on M5 24 %) although the series never did. With ``None`` (the default) the
+    forecast of every series whose observed history has no negative value is floored at zero: the
+    bootstrap's mass below zero becomes a point mass at zero, which can only lower the quantile
+    loss and the CRPS of a non-negative truth. ``True`` floors every series, ``False`` none (the
+    plain bootstrap; models saved before this option existed load as ``False``)."""
 
     name = "seasonal_naive"
 
-    def __init__(self, season: int, point: bool = False):
+    def __init__(self, season: int, point: bool = False, nonnegative: bool | None = None):
         if season < 1:
             raise ValueError(f"season must be >= 1, got {season}")
+        if nonnegative not in (None, True, False):
+            raise ValueError(f"nonnegative must be None, True or False, got {nonnegative!r}")
         self.season = season
         self.point = point
+        self.nonnegative = nonnegative
 
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         H = self._check_fitted()
@@ -103,6 +121,8 @@ class SeasonalNaive(_Unfitted):
         if not bool(has.all()):
             naive, _ = _seasonal_bootstrap(hist, ok, 1, H, num_samples, gen)
             paths = naive if paths is None else torch.where(has[:, None, None], paths, naive)
+        floor = _nonnegative_rows(hist, ok, getattr(self, "nonnegative", False))
+        paths = torch.where(floor[:, None, None], paths.clamp_min(0), paths)
         return Forecast(paths, panel.item_ids, panel.forecast_start(), panel.freq)
 
 
@@ -111,8 +131,8 @@ class Naive(SeasonalNaive):
 
     name = "naive"
 
-    def __init__(self, point: bool = False):
-        super().__init__(season=1, point=point)
+    def __init__(self, point: bool = False, nonnegative: bool | None = None):
+        super().__init__(season=1, point=point, nonnegative=nonnegative)
 
 
 class GaussianNaive(Naive):
@@ -122,7 +142,7 @@ class GaussianNaive(Naive):
     name = "gaussian_naive"
 
     def __init__(self):
-        super().__init__(point=False)
+        super().__init__(point=False, nonnegative=False)
 
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         H = self._check_fitted()

@@ -89,6 +89,31 @@ def test_save_load_roundtrip(tmp_path):
         EmpiricalRecent.load(tmp_path / "m.pt")
 
 
+def test_seasonal_bootstrap_floors_only_series_that_never_went_below_zero(tmp_path):
+    # 'low' is intermittent: a last value of 0 plus a drawn difference of -3 would be -3.
+    # 'neg' has gone below zero (returns), so it keeps its negative draws.
+    low = [0.0, 3.0, 0.0, 1.0] * 6
+    neg = [2.0, -1.0, 4.0, -2.0] * 6
+    ts = pd.date_range("2020-01-01", periods=24, freq="MS")
+    p = Panel.from_long(pd.DataFrame({"item_id": ["low"] * 24 + ["neg"] * 24, "timestamp": list(ts) * 2,
+                                      "target": low + neg}), freq="MS")
+    plain = Naive(nonnegative=False).fit(p, 6).predict(p, 400, seed=0).samples
+    auto = Naive().fit(p, 6).predict(p, 400, seed=0).samples
+    assert (plain[0] < 0).any() and (plain[1] < 0).any()  # the bootstrap goes below zero on both
+    assert torch.equal(auto[0], plain[0].clamp_min(0))  # floored exactly where it did
+    assert torch.equal(auto[1], plain[1])  # untouched
+    every = SeasonalNaive(2, nonnegative=True).fit(p, 6).predict(p, 400, seed=0).samples
+    assert (every >= 0).all()
+    truth = torch.zeros(6)  # any non-negative truth: the floor can only lower the CRPS
+    assert M.crps(auto[0], truth).item() < M.crps(plain[0], truth).item()
+    with pytest.raises(ValueError, match="nonnegative must be None, True or False"):
+        SeasonalNaive(12, nonnegative="auto")
+    # a model saved before the option existed has no attribute: it predicts as before (no floor)
+    m = Naive().fit(p, 6)
+    del m.nonnegative
+    assert torch.equal(Naive.load(m.save(tmp_path / "old.pt")).predict(p, 400, seed=0).samples, plain)
+
+
 def test_empirical_uses_the_last_observed_values_of_series_that_stop_early():
     df = pd.DataFrame({"item_id": ["a"] * 10 + ["b"] * 4,
                        "timestamp": list(pd.date_range("2020-01-01", periods=10, freq="MS"))
