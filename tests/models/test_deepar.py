@@ -359,7 +359,8 @@ def test_ensemble_pools_the_members_paths_and_round_trips(tmp_path):
     # 10 paths from 3 members: 4 + 3 + 3, the first member's are its own 4 draws
     torch.manual_seed(4)
     from forecasting.models.deepar.sampling import sample_paths
-    own = sample_paths(m.members_[0], m._tensors(panel, 12), m.context_, 12, 4, m.max_rows)
+    never_negative = torch.ones(panel.num_series, dtype=torch.bool)  # counts: predict floors every series
+    own = sample_paths(m.members_[0], m._tensors(panel, 12), m.context_, 12, 4, m.max_rows, floor=never_negative)
     got = {tuple(x.tolist()) for x in fc.samples[0]}
     assert all(tuple(x.tolist()) in got for x in own[0])
     with pytest.raises(ValueError, match="ensemble"):
@@ -450,3 +451,33 @@ def test_hourly_models_see_holidays_and_models_saved_without_them_still_predict(
     back = DeepAR.load(old.save(tmp_path / "old.pt"))
     assert not back.features_.subdaily_holidays and back._tensors(panel, 24).calendar.shape[1] == wide - 24
     assert torch.equal(back.predict(panel, 10, seed=0).samples, old.predict(panel, 10, seed=0).samples)
+
+
+def test_nonnegative_floors_the_draws_of_series_that_never_went_below_zero(tmp_path):
+    rng = np.random.default_rng(0)
+    n, t = 12, 48
+    y = rng.poisson(0.8, size=(n, t)).astype(float)  # low counts: a Student-t draws below zero often
+    y[0, 5] = -2.0  # s0 went below zero once (a return)
+    ts = pd.date_range("2015-01-01", periods=t, freq="MS")
+    panel = Panel.from_long(pd.DataFrame({"item_id": np.repeat([f"s{i}" for i in range(n)], t),
+                                          "timestamp": np.tile(ts, n), "target": y.reshape(-1)}), freq="MS")
+    model = DeepAR(likelihood="studentT", max_epochs=3, validation=False, nonnegative=False, **FAST).fit(panel, 12)
+    plain = model.predict(panel, num_samples=100, seed=0).samples
+    assert (plain[1:] < 0).any() and (plain[0] < 0).any()
+    model.nonnegative = None  # the default
+    auto = model.predict(panel, num_samples=100, seed=0).samples
+    assert (auto[1:] >= 0).all()
+    assert torch.allclose(auto[0], plain[0], atol=1e-5)  # s0 is not floored: its draws are unchanged
+    model.nonnegative = True
+    every = model.predict(panel, num_samples=100, seed=0).samples
+    assert (every >= 0).all()
+    # the first step reads no draw: it is the plain draw, floored; later steps read the floored
+    # draws (the floor is inside the unroll), so they are not the plain paths clipped
+    assert torch.allclose(every[:, :, 0], plain[:, :, 0].clamp_min(0), atol=1e-5)
+    assert not torch.allclose(every, plain.clamp_min(0), atol=1e-3)
+    with pytest.raises(ValueError, match="nonnegative must be None, True or False"):
+        DeepAR(nonnegative="auto")
+    # a model saved before the option existed keeps its draws as they were
+    del model.nonnegative
+    assert torch.equal(DeepAR.load(model.save(tmp_path / "old.pt")).predict(panel, num_samples=100, seed=0).samples,
+                       plain)

@@ -263,3 +263,21 @@ def test_a_log_covariate_at_or_below_zero_in_the_forecast_window_is_an_error():
               num_steps=5, device="cpu")
     with pytest.raises(PanelError, match=r"'price' has values <= 0 .* e.g. 0.0 at 2024-08-01 00:00:00 in series 's0'"):
         StateSpace(**kw).fit(panel([10.0, 10.0, 10.0, 0.0]), H)  # log(0) was clamped to -69 silently
+
+
+def test_nonnegative_floors_the_samples_of_series_that_never_went_below_zero():
+    panel = intermittent_panel(n=10, t=48)
+    long = panel.to_long()
+    first = long.item_id == panel.item_ids[0]
+    long.loc[long.index[first][3], "target"] = -1.0  # the first series once went below zero
+    panel = Panel.from_long(long, freq=panel.freq)
+    model = StateSpace(likelihood="normal", num_steps=30, device="cpu", nonnegative=False).fit(panel, 6)
+    plain = model.predict(num_samples=200, seed=0).samples
+    assert (plain[1:] < 0).any() and (plain[0] < 0).any()
+    model.nonnegative = None  # the default
+    auto = model.predict(num_samples=200, seed=0).samples
+    assert torch.equal(auto[1:], plain[1:].clamp_min(0)) and torch.equal(auto[0], plain[0])
+    model.nonnegative = True
+    assert torch.equal(model.predict(panel, num_samples=200, seed=0).samples, plain.clamp_min(0))
+    with pytest.raises(ValueError, match="nonnegative must be None, True or False"):
+        StateSpace(nonnegative=1.5)

@@ -65,6 +65,12 @@ class DeepAR(Model):
       statistically equal); ``train_dtype``: ``"float32"`` or ``"bfloat16"`` (the training forward's
       matmuls and LSTM kernels under autocast; weights, optimizer and likelihood stay float32;
       opt-in, see ``benchmarks/results/deepar.md``); ``progress``
+    - ``nonnegative`` (real-valued likelihoods; count draws are never negative): ``None``
+      (default) floors at zero every draw of a series whose observed history never went below
+      zero, ``True`` of every series, ``False`` keeps the draws as they are. The floor applies
+      inside the autoregressive unroll, so a floored draw is what later steps read as their lag
+      (demand for a simulator has no negative sales; walmart validation WQL 0.0895 -> 0.0883).
+      Models saved before the option keep no floor. Not applied to ``val_metric="crps"``'s paths
     - ``anchor``: a lag (e.g. 52 for weekly data) whose value, where observed, is the location the
       network corrects (a seasonal-naive prior; real-valued likelihoods only); None: no anchor
       ``anchor="profile"``: the location corrected is ``scale * (level + index - 1)``, a seasonal
@@ -96,7 +102,8 @@ class DeepAR(Model):
                  anchor: int | str | None = None, profile_group: str | None = None, profile_weight: float = 0.5,
                  num_processes: int = 1, backend: str | None = None, val_metric: str = "nll",
                  val_samples: int = 16, loss: str = "nll", loss_samples: int = 8, crps_weight: float = 1.0,
-                 ensemble: int = 1, anchor_penalty: float = 0.0, progress: bool = False):
+                 ensemble: int = 1, anchor_penalty: float = 0.0, nonnegative: bool | None = None,
+                 progress: bool = False):
         from .likelihoods import get_likelihood
         lk = get_likelihood(likelihood)  # unknown names fail here, not after a long fit
         if loss not in ("nll", "crps", "nll+crps"):
@@ -158,6 +165,9 @@ class DeepAR(Model):
         if int(val_samples) < 2:
             raise ValueError(f"val_samples must be >= 2, got {val_samples!r}")
         self.val_metric, self.val_samples = val_metric, int(val_samples)
+        if nonnegative not in (None, True, False):
+            raise ValueError(f"nonnegative must be None, True or False, got {nonnegative!r}")
+        self.nonnegative = nonnegative
 
     # ------------------------------------------------------------------ data
     def _check_targets(self, panel: Panel) -> None:
@@ -293,6 +303,14 @@ class DeepAR(Model):
         if self.features_.known_names:
             panel.future_known(H)
         pt = self._tensors(panel, H)
+        floor = getattr(self, "nonnegative", False)  # models saved before the option: no floor
+        if floor is False or self.net_.likelihood.count:
+            floor = None
+        elif floor is None:
+            hist, seen = panel.history(panel.num_steps)
+            floor = ((hist >= 0) | ~seen).all(1)
+        else:
+            floor = torch.ones(panel.num_series, dtype=torch.bool, device=dev)
         devices = [dev.index or 0] if dev.type == "cuda" else []
         members = getattr(self, "members_", [self.net_])
         K = len(members)
@@ -305,7 +323,7 @@ class DeepAR(Model):
                     continue
                 torch.manual_seed(base + 1_000_003 * k)  # one member: the seed alone decides, as ever
                 parts.append(sample_paths(net, pt, self.context_, H, n, self.max_rows,
-                                          dtype=getattr(self, "sample_dtype", None)))
+                                          dtype=getattr(self, "sample_dtype", None), floor=floor))
             paths = parts[0]
             if len(parts) > 1:  # mix the members' paths so any first k samples are a random subset
                 perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(base)).to(dev)

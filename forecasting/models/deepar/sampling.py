@@ -181,8 +181,11 @@ class FastStep:
 @torch.no_grad()
 def sample_paths(net: DeepARNetwork, pt: PanelTensors, context: int, horizon: int, num_samples: int,
                  max_rows: int | None = None, dtype: torch.dtype | str | None = None,
-                 workers: int | None = None) -> torch.Tensor:
+                 workers: int | None = None, floor: torch.Tensor | None = None) -> torch.Tensor:
     """``[N, num_samples, horizon]`` paths after each series' end.
+
+    ``floor`` (``[N]`` bool): the series whose draws are floored at zero as they are drawn, so
+    later steps read the floored value.
 
     The context is unrolled once per series (teacher-forced on the observed history); then the
     samples of a series share one state for as long as their drawn paths agree (the first step
@@ -241,6 +244,7 @@ def sample_paths(net: DeepARNetwork, pt: PanelTensors, context: int, horizon: in
         shared = shared.permute(1, 2, 0).to(dtype, memory_format=torch.contiguous_format)  # [H, gates, n]
         base_hist = _anchor_history(pt, rows, end, steps, anchor, lags)
         s_rows = s.repeat_interleave(S)
+        floor_rows = None if floor is None else floor[rows].repeat_interleave(S)
         vals = out[i:i + n].view(R, H)  # drawn values go straight into the output
 
         # The state has one column per distinct drawn prefix, not per sample: all samples of a
@@ -277,6 +281,8 @@ def sample_paths(net: DeepARNetwork, pt: PanelTensors, context: int, horizon: in
             raw = step.recur(gates, cols[Z:], c, recurrent_added=merged)
             v = draw(lik, (raw if per_row else raw.index_select(1, row_col)).T, s_rows,
                       _base(base_hist, vals, t, anchor, S))
+            if floor_rows is not None:
+                v = torch.where(floor_rows, v.clamp_min(0), v)
             vals[:, t] = v
 
     workers = max(1, min(len(starts), workers or torch.get_num_threads())) if cpu else 1

@@ -84,6 +84,7 @@ class Design:
     pos: torch.Tensor  # [N, L + H] position of each step in `dates`
     horizon: int
     season_groups: tuple[tuple[torch.Tensor, int], ...] = ()
+    never_negative: torch.Tensor | None = None  # [N]: no observed value below zero in the whole history
 
     @property
     def num_series(self) -> int:
@@ -226,6 +227,7 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
         parts.append(z)
         names += list(spec.names)
     x = torch.cat(parts, -1) if parts else torch.zeros(N, L + horizon, 0, device=device)
+    whole, seen = panel.history(span)
     return Design(panel.item_ids, y, mask, loc, scale, seasons, four, x.float(), tuple(names),
                   group_codes.to(device), num_groups, dates, pos, horizon,
-                  tuple((c.to(device), n) for c, n in season_groups))
+                  tuple((c.to(device), n) for c, n in season_groups), ((whole >= 0) | ~seen).all(1))

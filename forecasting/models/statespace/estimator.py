@@ -52,6 +52,10 @@ class StateSpace(Model):
     parameter and state uncertainty: each path draws every latent from the guide, then the future
     level/slope noise and the observation noise from the model. ``device``: ``"auto"``, ``"cpu"``
     or ``"cuda"``. ``max_elements`` bounds samples x series x steps per sampling chunk.
+    ``nonnegative`` (real-valued likelihoods; count draws are never negative): ``None`` (default)
+    floors at zero the samples of every series whose observed history never went below zero
+    (demand for a simulator), ``True`` those of every series, ``False`` leaves them as drawn
+    (models saved before the option: no floor).
 
     Learned state: ``guide_`` (its parameters), ``design_`` (data tensors), ``horizon_``,
     ``losses_`` (ELBO per observation and step), ``fit_seconds_``.
@@ -68,7 +72,8 @@ class StateSpace(Model):
                  noise_prior: float = -1.0, season_spread: float = 0.5, coef_scale: float = 0.5,
                  coef_spread: float = 0.2, device: str = "auto", seed: int = 0, max_elements: int = 2 ** 25,
                  time_reparam: str | None = None, jit: bool = True, progress: bool = False,
-                 level_df: float | None = None, season_smooth: float | None = None):
+                 level_df: float | None = None, season_smooth: float | None = None,
+                 nonnegative: bool | None = None):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
         for arg, value in (("num_steps", num_steps), ("max_elements", max_elements)):
@@ -100,6 +105,9 @@ class StateSpace(Model):
         if season_smooth is not None and not float(season_smooth) > 0:
             raise ValueError(f"season_smooth must be > 0 or None, got {season_smooth!r}")
         self.season_smooth = None if season_smooth is None else float(season_smooth)
+        if nonnegative not in (None, True, False):
+            raise ValueError(f"nonnegative must be None, True or False, got {nonnegative!r}")
+        self.nonnegative = nonnegative
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -225,6 +233,13 @@ class StateSpace(Model):
         y = self._predictive(d, num_samples, ("y_future",))["y_future"]  # [S, N, H]
         if not self.structure.count:
             y = d.loc[None, :, None] + d.scale[None, :, None] * y
+            floor = getattr(self, "nonnegative", False)  # models saved before the option: no floor
+            if floor is not False:
+                rows = d.never_negative if floor is None else torch.ones_like(d.loc, dtype=torch.bool)
+                if rows is None:
+                    raise ValueError("nonnegative=None needs the history's signs, which a model saved before the "
+                                     "option does not keep: pass the panel to predict, or refit")
+                y = torch.where(rows[None, :, None], y.clamp_min(0), y)
         samples = y.permute(1, 0, 2).contiguous().float()
         start = pd.DatetimeIndex(d.dates[d.pos[:, d.history].cpu().numpy()])  # first forecast step per series
         return Forecast(samples.cpu(), d.item_ids, start, d.dates.freqstr)
