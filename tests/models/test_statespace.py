@@ -281,3 +281,34 @@ def test_nonnegative_floors_the_samples_of_series_that_never_went_below_zero():
     assert torch.equal(model.predict(panel, num_samples=200, seed=0).samples, plain.clamp_min(0))
     with pytest.raises(ValueError, match="nonnegative must be None, True or False"):
         StateSpace(nonnegative=1.5)
+
+
+def test_crossed_seasonality_gives_weekend_days_their_own_daily_shape():
+    # hourly counts: weekdays peak at 8h and 17h, weekends have one flat midday bump. Additive
+    # slot-of-day + day-of-week profiles cannot tell the shapes apart; the crossed profile can.
+    rng = np.random.default_rng(0)
+    weeks, n = 6, 4
+    ts = pd.date_range("2021-01-04", periods=weeks * 168, freq="h")  # a Monday
+    hour, weekend = ts.hour.to_numpy(), ts.dayofweek.to_numpy() >= 5
+    weekday_shape = 1 + 3 * np.exp(-0.5 * ((hour - 8) / 1.5) ** 2) + 3 * np.exp(-0.5 * ((hour - 17) / 1.5) ** 2)
+    weekend_shape = 1 + 1.5 * np.exp(-0.5 * ((hour - 13) / 3) ** 2)
+    rate = 20 * np.where(weekend, weekend_shape, weekday_shape)
+    y = rng.poisson(np.tile(rate, (n, 1))).astype(float)
+    df = pd.DataFrame({"item_id": np.repeat([f"c{i}" for i in range(n)], len(ts)), "timestamp": np.tile(ts, n),
+                       "target": y.reshape(-1)})
+    h = 48  # Saturday and Sunday of the last week
+    w = Panel.from_long(df, freq="h").windows(horizon=h)[0]
+    kw = dict(likelihood="poisson", holidays=False, num_steps=300, lr=0.05, device="cpu")
+    crossed = StateSpace(seasonal="crossed", **kw).fit(w.train, h)
+    (name, period, idx), = crossed.design_.seasons
+    assert (name, period) == ("slot_of_dayxday_of_week", 168)
+    # positions: hour of the day fastest, then the day of the week (Monday 0h = 0, Tuesday 0h = 24)
+    first = crossed.design_.dates[crossed.design_.pos[0, 0].item()]
+    assert idx[0, 0].item() == first.dayofweek * 24 + first.hour
+    additive = StateSpace(**kw).fit(w.train, h)
+    assert [s[:2] for s in additive.design_.seasons] == [("slot_of_day", 24), ("day_of_week", 7)]
+    score = {m: M.crps(model.predict(num_samples=200, seed=0).samples, w.target).item()
+             for m, model in (("crossed", crossed), ("additive", additive))}
+    assert score["crossed"] < 0.7 * score["additive"]
+    with pytest.raises(ValueError, match="seasonal must be True, False or 'crossed'"):
+        StateSpace(seasonal="multiplicative")

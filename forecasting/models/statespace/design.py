@@ -149,7 +149,7 @@ def _transform(x: torch.Tensor, log: tuple[bool, ...]) -> torch.Tensor:
 
 def build_design(panel: Panel, horizon: int, history: int | None, count: bool, spec: CovariateSpec,
                  holidays: bool, group_codes: torch.Tensor, num_groups: int, yearly_harmonics: int,
-                 device: torch.device, seasonal: bool = True,
+                 device: torch.device, seasonal: bool | str = True,
                  season_groups: tuple[tuple[torch.Tensor, int], ...] = (), subdaily_holidays: bool = True) -> Design:
     """The tensors of the module docstring for ``panel`` forecast ``horizon`` steps after each end."""
     panel = panel.to(device)
@@ -191,8 +191,16 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
     dates = pd.date_range(panel.index[0] - L * off, periods=L + T + horizon, freq=off)
     pos = panel.end[:, None] - L + torch.arange(L + horizon, device=device) + L  # [N, L + H] into `dates`
     pos_np = pos.cpu().numpy()
+    dummies = seasonal_positions(dates, panel.freq) if seasonal else []
+    if seasonal == "crossed" and len(dummies) > 1:  # one profile over every combination, e.g. the
+        # 168 hours of the week: weekday and weekend days get their own daily shapes. The first
+        # period varies fastest (hour 0..23 of Monday, then of Tuesday, ...)
+        period, idx = 1, np.zeros(len(dates), dtype=np.int64)
+        for _, p, i in reversed(dummies):
+            idx, period = idx * p + i, period * p
+        dummies = [("x".join(nm for nm, _, _ in dummies), period, idx)]
     seasons = tuple((nm, p, torch.as_tensor(idx[pos_np], device=device, dtype=torch.long))
-                    for nm, p, idx in (seasonal_positions(dates, panel.freq) if seasonal else []))
+                    for nm, p, idx in dummies)
     four = torch.as_tensor(fourier_terms(dates, panel.freq, yearly_harmonics if seasonal else 0)[pos_np],
                            device=device)
     parts, names = [], []

@@ -33,7 +33,9 @@ class StateSpace(Model):
     """Bayesian structural time-series model for all series of a Panel at once (Pyro, SVI).
 
     Components: local level, damped local linear trend (``trend``), dummy seasonalities (``seasonal``) from the
-    frequency (week of year, day of week, month, slot of day ...), yearly Fourier terms for daily
+    frequency (week of year, day of week, month, slot of day ...; ``seasonal=True`` adds one profile
+    per period, ``"crossed"`` fits one profile over their combinations, e.g. the 168 hours of the
+    week, so weekend days get their own daily shape; False: none), yearly Fourier terms for daily
     data, moving-holiday indicators (``holidays``) and known covariates (``covariates``: None,
     ``"all"`` or a list of names; ``log_covariates``: those to log-transform, e.g. price, so the
     coefficient is an elasticity). Noise scales, level scales, seasonal profiles and coefficients
@@ -63,7 +65,7 @@ class StateSpace(Model):
 
     name = "statespace"
 
-    def __init__(self, likelihood: str = "studentT", trend: bool = False, seasonal: bool = True, holidays: bool = True,
+    def __init__(self, likelihood: str = "studentT", trend: bool = False, seasonal: bool | str = True, holidays: bool = True,
                  covariates=None, log_covariates=(), group: str | None = None, season_groups=(),
                  history: int | None = None,
                  yearly_harmonics: int = 6, num_steps: int = 1000, lr: float = 0.03, lr_decay: float = 0.1,
@@ -74,6 +76,8 @@ class StateSpace(Model):
                  time_reparam: str | None = None, jit: bool = True, progress: bool = False,
                  level_df: float | None = None, season_smooth: float | None = None,
                  nonnegative: bool | None = None):
+        if seasonal not in (True, False, "crossed"):
+            raise ValueError(f"seasonal must be True, False or 'crossed', got {seasonal!r}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
         for arg, value in (("num_steps", num_steps), ("max_elements", max_elements)):
