@@ -301,7 +301,7 @@ def test_crossed_seasonality_gives_weekend_days_their_own_daily_shape():
     kw = dict(likelihood="poisson", holidays=False, num_steps=300, lr=0.05, device="cpu")
     crossed = StateSpace(seasonal="crossed", **kw).fit(w.train, h)
     (name, period, idx), = crossed.design_.seasons
-    assert (name, period) == ("slot_of_dayxday_of_week", 168)
+    assert (name, period) == ("slot_of_day_x_day_of_week", 168)
     # positions: hour of the day fastest, then the day of the week (Monday 0h = 0, Tuesday 0h = 24)
     first = crossed.design_.dates[crossed.design_.pos[0, 0].item()]
     assert idx[0, 0].item() == first.dayofweek * 24 + first.hour

@@ -198,7 +198,7 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
         period, idx = 1, np.zeros(len(dates), dtype=np.int64)
         for _, p, i in reversed(dummies):
             idx, period = idx * p + i, period * p
-        dummies = [("x".join(nm for nm, _, _ in dummies), period, idx)]
+        dummies = [("_x_".join(nm for nm, _, _ in dummies), period, idx)]
     seasons = tuple((nm, p, torch.as_tensor(idx[pos_np], device=device, dtype=torch.long))
                     for nm, p, idx in dummies)
     four = torch.as_tensor(fourier_terms(dates, panel.freq, yearly_harmonics if seasonal else 0)[pos_np],
