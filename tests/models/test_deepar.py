@@ -475,6 +475,12 @@ def test_nonnegative_floors_the_draws_of_series_that_never_went_below_zero(tmp_p
     # draws (the floor is inside the unroll), so they are not the plain paths clipped
     assert torch.allclose(every[:, :, 0], plain[:, :, 0].clamp_min(0), atol=1e-5)
     assert not torch.allclose(every, plain.clamp_min(0), atol=1e-3)
+    # early stopping on sampled CRPS scores the paths predict would draw: floored the same way
+    from forecasting.models.deepar.training import TrainConfig, forecast_crps
+    pt = model._tensors(panel, 12)
+    crps = {f: forecast_crps(model.net_, pt, TrainConfig(context=model.context_, horizon=12, val_samples=50,
+                                                         nonnegative=f)) for f in (False, None, True)}
+    assert crps[True] < crps[None] < crps[False]  # s0's history holds -2: None leaves it unfloored
     with pytest.raises(ValueError, match="nonnegative must be None, True or False"):
         DeepAR(nonnegative="auto")
     # a model saved before the option existed keeps its draws as they were

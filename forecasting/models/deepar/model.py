@@ -70,7 +70,7 @@ class DeepAR(Model):
       zero, ``True`` of every series, ``False`` keeps the draws as they are. The floor applies
       inside the autoregressive unroll, so a floored draw is what later steps read as their lag
       (demand for a simulator has no negative sales; walmart validation WQL 0.0895 -> 0.0883).
-      Models saved before the option keep no floor. Not applied to ``val_metric="crps"``'s paths
+      Models saved before the option keep no floor. ``val_metric="crps"`` scores floored paths too
     - ``anchor``: a lag (e.g. 52 for weekly data) whose value, where observed, is the location the
       network corrects (a seasonal-naive prior; real-valued likelihoods only); None: no anchor
       ``anchor="profile"``: the location corrected is ``scale * (level + index - 1)``, a seasonal
@@ -272,7 +272,8 @@ class DeepAR(Model):
                           val_samples=self.val_samples, loss=self.loss,
                           loss_samples=self.loss_samples, crps_weight=self.crps_weight,
                           anchor_penalty=getattr(self, "anchor_penalty", 0.0),
-                          dtype=getattr(self, "train_dtype", "float32"))
+                          dtype=getattr(self, "train_dtype", "float32"),
+                          nonnegative=getattr(self, "nonnegative", False))
         info = {}
         if self.validation:
             # validate on each series' last `horizon` steps; train only on what precedes them

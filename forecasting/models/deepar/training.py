@@ -195,6 +195,7 @@ class TrainConfig:
     crps_weight: float = 1.0  # of the CRPS part in "nll+crps"
     anchor_penalty: float = 0.0  # ridge on the network's location correction of the anchor (see _nll_sum)
     dtype: str = "float32"  # "bfloat16": the training forward's matmuls and LSTM kernels under autocast
+    nonnegative: bool | None = False  # floor of the val_metric="crps" paths, as DeepAR.predict's
 
 
 @dataclass
@@ -246,9 +247,13 @@ def forecast_crps(net: DeepARNetwork, pt: PanelTensors, cfg: TrainConfig, world:
     cut = sub.end - H
     past = dataclasses.replace(sub, end=cut)
     devices = [pt.y.device.index or 0] if pt.y.device.type == "cuda" else []
+    floor = None
+    if cfg.nonnegative is not False and not net.likelihood.count:  # as predict: from the history before the cut
+        before = torch.arange(sub.y.shape[1], device=pt.y.device)[None, :] < cut[:, None]
+        floor = ((sub.y >= 0) | ~sub.obs | ~before).all(1) if cfg.nonnegative is None else torch.ones_like(cut, dtype=torch.bool)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        paths = sample_paths(net, past, cfg.context, H, cfg.val_samples)
+        paths = sample_paths(net, past, cfg.context, H, cfg.val_samples, floor=floor)
     pos = cut[:, None] + torch.arange(H, device=pt.y.device)
     pc = pos.clamp(0, sub.y.shape[1] - 1)
     truth = sub.y.gather(1, pc)
