@@ -112,6 +112,8 @@ class SeasonalNaive(_Unfitted):
             ff = _forward_filled(hist, ok)
             seasonal = ff[:, (L - m + torch.arange(H, device=hist.device) % m).clamp_min(0)]
             pt = torch.where(has[:, None], seasonal, ff[:, -1:].expand(-1, H))
+            floor = _nonnegative_rows(hist, ok, getattr(self, "nonnegative", False))
+            pt = torch.where(floor[:, None], pt.clamp_min(0), pt)  # None: copies of non-negative values
             paths = pt[:, None, :].expand(-1, num_samples, -1).contiguous()
             return Forecast(paths, panel.item_ids, panel.forecast_start(), panel.freq)
         gen = _generator(seed, hist.device)

@@ -104,6 +104,8 @@ def test_seasonal_bootstrap_floors_only_series_that_never_went_below_zero(tmp_pa
     assert torch.equal(auto[1], plain[1])  # untouched
     every = SeasonalNaive(2, nonnegative=True).fit(p, 6).predict(p, 400, seed=0).samples
     assert (every >= 0).all()
+    point = Naive(point=True, nonnegative=True).fit(p, 6).predict(p, 2).samples  # 'neg' ends at -2
+    assert point[1].tolist() == [[0.0] * 6] * 2 and Naive(point=True).fit(p, 6).predict(p, 1).samples[1, 0, 0] == -2
     truth = torch.zeros(6)  # any non-negative truth: the floor can only lower the CRPS
     assert M.crps(auto[0], truth).item() < M.crps(plain[0], truth).item()
     with pytest.raises(ValueError, match="nonnegative must be None, True or False"):

@@ -359,7 +359,7 @@ def test_ensemble_pools_the_members_paths_and_round_trips(tmp_path):
     # 10 paths from 3 members: 4 + 3 + 3, the first member's are its own 4 draws
     torch.manual_seed(4)
     from forecasting.models.deepar.sampling import sample_paths
-    never_negative = torch.ones(panel.num_series, dtype=torch.bool)  # counts: predict floors every series
+    never_negative = torch.ones(panel.num_series, dtype=torch.bool)  # Student-t on counts: every series floored
     own = sample_paths(m.members_[0], m._tensors(panel, 12), m.context_, 12, 4, m.max_rows, floor=never_negative)
     got = {tuple(x.tolist()) for x in fc.samples[0]}
     assert all(tuple(x.tolist()) in got for x in own[0])
