@@ -487,3 +487,27 @@ def test_nonnegative_floors_the_draws_of_series_that_never_went_below_zero(tmp_p
     del model.nonnegative
     assert torch.equal(DeepAR.load(model.save(tmp_path / "old.pt")).predict(panel, num_samples=100, seed=0).samples,
                        plain)
+
+
+def test_a_process_dying_at_shutdown_after_training_keeps_the_saved_weights(monkeypatch):
+    import types
+    from forecasting.models.deepar import distributed
+    died = distributed.mp.ProcessExitedException("process 1 terminated with signal SIGABRT", error_index=1,
+                                                  error_pid=1, exit_code=-6, signal_name="SIGABRT")
+
+    def spawn_that_saves_then_dies(fn, args, nprocs, join):
+        torch.save({"state": {"w": torch.ones(2)}, "train": {"epochs": 3}}, args[7])  # process 0's weights
+        raise died
+
+    def spawn_that_dies_in_training(fn, args, nprocs, join):
+        raise died
+
+    pt = types.SimpleNamespace(y=torch.zeros(2, 3))
+    model = DeepAR(num_processes=2, device="cpu")
+    monkeypatch.setattr(distributed.mp, "spawn", spawn_that_saves_then_dies)
+    with pytest.warns(RuntimeWarning, match="died while shutting down after training finished"):
+        state, info = distributed.spawn_fit(model, pt, 6, 0)
+    assert torch.equal(state["w"], torch.ones(2)) and info == {"epochs": 3}
+    monkeypatch.setattr(distributed.mp, "spawn", spawn_that_dies_in_training)
+    with pytest.raises(distributed.mp.ProcessExitedException):
+        distributed.spawn_fit(model, pt, 6, 0)
