@@ -10,7 +10,7 @@ import torch
 from ..data.panel import Panel
 from ..forecast import Forecast, atomic_write
 
-__all__ = ["Model", "NotFittedError", "resolve_device"]
+__all__ = ["Model", "NotFittedError", "check_nonnegative", "floor_rows", "resolve_device"]
 
 
 class NotFittedError(RuntimeError):
@@ -25,6 +25,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was requested but torch sees no CUDA device; use device='cpu' or 'auto'")
     return device
+
+
+def check_nonnegative(nonnegative) -> bool | None:
+    """The ``nonnegative`` argument the models share: None, True or False (anything else is an error)."""
+    if nonnegative is not None and not isinstance(nonnegative, bool):
+        raise ValueError(f"nonnegative must be None, True or False, got {nonnegative!r}")
+    return nonnegative
+
+
+def floor_rows(values: torch.Tensor, observed: torch.Tensor, nonnegative: bool | None) -> torch.Tensor | None:
+    """``[N]`` bool: the series whose samples a ``nonnegative`` setting floors at zero, or None for
+    none (``False``). ``None``: the series whose observed ``values [N, T]`` never go below zero;
+    ``True``: every series."""
+    if nonnegative is False:
+        return None
+    if nonnegative is None:
+        return ((values >= 0) | ~observed).all(1)
+    return torch.ones(values.shape[0], dtype=torch.bool, device=values.device)
 
 
 class Model(abc.ABC):

@@ -10,7 +10,7 @@ import torch
 
 from ..data.panel import Panel, PanelError
 from ..forecast import Forecast
-from .base import Model
+from .base import Model, check_nonnegative, floor_rows
 
 __all__ = ["SeasonalNaive", "Naive", "GaussianNaive", "EmpiricalRecent"]
 
@@ -70,14 +70,6 @@ def _seasonal_bootstrap(hist, ok, season, horizon, num_samples, gen):
     return base[:, None, :] + walk, dok.any(1)
 
 
-def _nonnegative_rows(hist: torch.Tensor, ok: torch.Tensor, nonnegative: bool | None) -> torch.Tensor:
-    """Which series get a forecast floor at zero: all (True), none (False), or (None) those whose
-    observed history never goes below zero."""
-    if nonnegative is None:
-        return ((hist >= 0) | ~ok).all(1)
-    return torch.full_like(ok[:, 0], bool(nonnegative))
-
-
 class SeasonalNaive(_Unfitted):
     """Last season's values plus bootstrapped seasonal differences of the same series.
 
@@ -97,11 +89,9 @@ class SeasonalNaive(_Unfitted):
     def __init__(self, season: int, point: bool = False, nonnegative: bool | None = None):
         if season < 1:
             raise ValueError(f"season must be >= 1, got {season}")
-        if nonnegative not in (None, True, False):
-            raise ValueError(f"nonnegative must be None, True or False, got {nonnegative!r}")
         self.season = season
         self.point = point
-        self.nonnegative = nonnegative
+        self.nonnegative = check_nonnegative(nonnegative)
 
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         H = self._check_fitted()
@@ -112,19 +102,18 @@ class SeasonalNaive(_Unfitted):
             ff = _forward_filled(hist, ok)
             seasonal = ff[:, (L - m + torch.arange(H, device=hist.device) % m).clamp_min(0)]
             pt = torch.where(has[:, None], seasonal, ff[:, -1:].expand(-1, H))
-            floor = _nonnegative_rows(hist, ok, getattr(self, "nonnegative", False))
-            pt = torch.where(floor[:, None], pt.clamp_min(0), pt)  # None: copies of non-negative values
             paths = pt[:, None, :].expand(-1, num_samples, -1).contiguous()
-            return Forecast(paths, panel.item_ids, panel.forecast_start(), panel.freq)
-        gen = _generator(seed, hist.device)
-        paths = None
-        if bool(has.any()):
-            paths, _ = _seasonal_bootstrap(hist, ok, m, H, num_samples, gen)
-        if not bool(has.all()):
-            naive, _ = _seasonal_bootstrap(hist, ok, 1, H, num_samples, gen)
-            paths = naive if paths is None else torch.where(has[:, None, None], paths, naive)
-        floor = _nonnegative_rows(hist, ok, getattr(self, "nonnegative", False))
-        paths = torch.where(floor[:, None, None], paths.clamp_min(0), paths)
+        else:
+            gen = _generator(seed, hist.device)
+            paths = None
+            if bool(has.any()):
+                paths, _ = _seasonal_bootstrap(hist, ok, m, H, num_samples, gen)
+            if not bool(has.all()):
+                naive, _ = _seasonal_bootstrap(hist, ok, 1, H, num_samples, gen)
+                paths = naive if paths is None else torch.where(has[:, None, None], paths, naive)
+        floor = floor_rows(hist, ok, getattr(self, "nonnegative", False))  # saved before the option: none
+        if floor is not None:
+            paths = torch.where(floor[:, None, None], paths.clamp_min(0), paths)
         return Forecast(paths, panel.item_ids, panel.forecast_start(), panel.freq)
 
 

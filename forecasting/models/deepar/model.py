@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from ...data.panel import Panel, PanelError
 from ...forecast import Forecast
-from ..base import Model, resolve_device
+from ..base import Model, check_nonnegative, floor_rows, resolve_device
 from .features import calendar_features, fit_features
 from .module import DeepARNetwork, PanelTensors
 from .sampling import sample_paths
@@ -165,9 +165,7 @@ class DeepAR(Model):
         if int(val_samples) < 2:
             raise ValueError(f"val_samples must be >= 2, got {val_samples!r}")
         self.val_metric, self.val_samples = val_metric, int(val_samples)
-        if nonnegative not in (None, True, False):
-            raise ValueError(f"nonnegative must be None, True or False, got {nonnegative!r}")
-        self.nonnegative = nonnegative
+        self.nonnegative = check_nonnegative(nonnegative)
 
     # ------------------------------------------------------------------ data
     def _check_targets(self, panel: Panel) -> None:
@@ -304,14 +302,8 @@ class DeepAR(Model):
         if self.features_.known_names:
             panel.future_known(H)
         pt = self._tensors(panel, H)
-        floor = getattr(self, "nonnegative", False)  # models saved before the option: no floor
-        if floor is False or self.net_.likelihood.count:
-            floor = None
-        elif floor is None:
-            hist, seen = panel.history(panel.num_steps)
-            floor = ((hist >= 0) | ~seen).all(1)
-        else:
-            floor = torch.ones(panel.num_series, dtype=torch.bool, device=dev)
+        floor = None if self.net_.likelihood.count else floor_rows(  # models saved before the option: no floor
+            *panel.history(panel.num_steps), getattr(self, "nonnegative", False))
         devices = [dev.index or 0] if dev.type == "cuda" else []
         members = getattr(self, "members_", [self.net_])
         K = len(members)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from ..base import floor_rows
 from .module import DeepARNetwork, PanelTensors, anchor_base, lag_inputs, profile_base, read_draws, step_inputs
 
 __all__ = ["window_batch", "TrainConfig", "train", "validation_loss", "forecast_crps", "World", "sample_crps"]
@@ -247,10 +248,8 @@ def forecast_crps(net: DeepARNetwork, pt: PanelTensors, cfg: TrainConfig, world:
     cut = sub.end - H
     past = dataclasses.replace(sub, end=cut)
     devices = [pt.y.device.index or 0] if pt.y.device.type == "cuda" else []
-    floor = None
-    if cfg.nonnegative is not False and not net.likelihood.count:  # as predict: from the history before the cut
-        before = torch.arange(sub.y.shape[1], device=pt.y.device)[None, :] < cut[:, None]
-        floor = ((sub.y >= 0) | ~sub.obs | ~before).all(1) if cfg.nonnegative is None else torch.ones_like(cut, dtype=torch.bool)
+    before = torch.arange(sub.y.shape[1], device=pt.y.device)[None, :] < cut[:, None]  # as predict: the history
+    floor = None if net.likelihood.count else floor_rows(sub.y, sub.obs & before, cfg.nonnegative)
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         paths = sample_paths(net, past, cfg.context, H, cfg.val_samples, floor=floor)

@@ -29,6 +29,7 @@ import torch
 
 from ...data.calendar import _base, calendar_features, holiday_names, seasonal_positions
 from ...data.panel import Panel, PanelError, _names
+from ..base import floor_rows
 
 __all__ = ["CovariateSpec", "Design", "build_design", "default_history", "fourier_terms", "seasonal_positions"]
 
@@ -238,4 +239,4 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
     whole, seen = panel.history(span)
     return Design(panel.item_ids, y, mask, loc, scale, seasons, four, x.float(), tuple(names),
                   group_codes.to(device), num_groups, dates, pos, horizon,
-                  tuple((c.to(device), n) for c, n in season_groups), ((whole >= 0) | ~seen).all(1))
+                  tuple((c.to(device), n) for c, n in season_groups), floor_rows(whole, seen, None))

@@ -15,7 +15,7 @@ from pyro.optim import ClippedAdam
 
 from ...data.panel import Panel, PanelError, _names
 from ...forecast import Forecast
-from ..base import Model, resolve_device
+from ..base import Model, check_nonnegative, resolve_device
 from .design import Design, build_design, covariate_spec
 from .model import LIKELIHOODS, Structure, coefficient_model, dct_model, structural_model
 
@@ -109,9 +109,7 @@ class StateSpace(Model):
         if season_smooth is not None and not float(season_smooth) > 0:
             raise ValueError(f"season_smooth must be > 0 or None, got {season_smooth!r}")
         self.season_smooth = None if season_smooth is None else float(season_smooth)
-        if nonnegative not in (None, True, False):
-            raise ValueError(f"nonnegative must be None, True or False, got {nonnegative!r}")
-        self.nonnegative = nonnegative
+        self.nonnegative = check_nonnegative(nonnegative)
 
     # ------------------------------------------------------------------ helpers
     @property
