@@ -16,6 +16,7 @@ run share the last window.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import gc
 import hashlib
@@ -150,22 +151,53 @@ def _settings(num_samples: int, options: dict, model: str | None = None, device:
     return json.loads(json.dumps(out, default=str))
 
 
+def _package_imports(path: Path, package: Path) -> set[Path]:
+    """The files of this package that module ``path`` imports (``forecasting.x`` or relative
+    imports, anywhere in the file), found by parsing, not importing. A package named in an import
+    counts by its ``__init__.py``; the ``__init__.py`` files an import merely passes through (they
+    re-export, and would tie every model to every other) do not."""
+    found = set()
+    here = path.relative_to(package.parent).with_suffix("").parts[:-1]  # the module's package
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            named = tuple(node.module.split(".")) if node.module else ()
+            base = here[:len(here) - node.level + 1] + named if node.level else named
+            targets = [base] + [base + (a.name,) for a in node.names]  # `from . import x`: x may be a module
+        elif isinstance(node, ast.Import):
+            targets = [tuple(a.name.split(".")) for a in node.names]
+        else:
+            continue
+        for t in targets:
+            if t and t[0] == package.name:
+                stem = package.parent.joinpath(*t)
+                found.update(f for f in (stem.with_suffix(".py"), stem / "__init__.py") if f.is_file())
+    return found
+
+
 @functools.lru_cache(maxsize=None)
 def code_fingerprint(model: str, dataset: str) -> str | None:
     """A short hash of the source a model's cells depend on: the module (for a package, every
-    module of it) that defines the model's class, plus the metrics and the calendar features. A
-    cell records it, so the report can tell cells computed by other code (None: unknown)."""
+    module of it) that defines the model's class and every module of this package those import,
+    transitively (the shared model base, the panel, the forecast object, the calendar), plus the
+    metrics. A cell records it, so the report can tell cells computed by other code (None:
+    unknown)."""
     try:
         probe = make_model(model, get_spec(dataset).task)
-        path = Path(inspect.getsourcefile(type(probe)))
+        path = Path(inspect.getsourcefile(type(probe))).resolve()
     except Exception:  # noqa: BLE001 - a model that cannot be built fails in its cells
         return None
     package = Path(__file__).resolve().parents[1]
-    files = sorted(path.parent.glob("*.py")) if path.parent.parent.name == "models" else [path]  # a model package
-    files += [package / "evaluation" / "metrics.py", package / "data" / "calendar.py"]
+    todo = sorted(path.parent.glob("*.py")) if path.parent.parent.name == "models" else [path]  # a model package
+    todo.append(package / "evaluation" / "metrics.py")
+    files: set[Path] = set()
+    while todo:
+        f = todo.pop()
+        if f not in files:
+            files.add(f)
+            todo.extend(_package_imports(f, package) - files)
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
+    for f in sorted(files):
+        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:12]
 
 

@@ -165,6 +165,19 @@ def test_validation_windows_can_sit_a_chosen_number_of_steps_before_the_test(tmp
         load_suite(suite)
 
 
+def test_code_fingerprint_follows_the_package_modules_a_model_imports():
+    from pathlib import Path
+
+    import forecasting
+    from forecasting.bench.runner import _package_imports
+    pkg = Path(forecasting.__file__).resolve().parent
+    names = lambda files: {f.relative_to(pkg).as_posix() for f in files}  # noqa: E731
+    assert {"models/base.py", "data/panel.py", "forecast.py"} <= names(_package_imports(pkg / "models/baselines.py", pkg))
+    assert "data/calendar.py" in names(_package_imports(pkg / "forecast.py", pkg))
+    deepar = set().union(*(names(_package_imports(f, pkg)) for f in (pkg / "models/deepar").glob("*.py")))
+    assert "models/base.py" in deepar and "models/baselines.py" not in deepar  # not through models/__init__.py
+
+
 def test_cells_record_their_models_code_and_stale_ones_are_listed_and_rerun(tmp_path):
     from forecasting.bench.runner import code_fingerprint
     quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
