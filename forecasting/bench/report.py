@@ -254,12 +254,14 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
             lines += [f"Cells of datasets that could not be loaded (see their sections): {', '.join(not_run)}.", ""]
     kinds = {(ds, m["name"]): m.get("model", m["name"]) for ds, ms in plan["models"].items() for m in ms}
     stale = Counter(f"{r['dataset']} / {r['model']}" for r in cells  # cells that ran code other than this checkout's
-                    if r.get("code") and (r["dataset"], r["model"]) in kinds
-                    and r["code"] != code_fingerprint(kinds[r["dataset"], r["model"]], r["dataset"]))
+                    if (r["dataset"], r["model"]) in kinds
+                    and r.get("code") != (code_fingerprint(kinds[r["dataset"], r["model"]], r["dataset"])
+                                          or r.get("code")))  # an unknown current fingerprint flags nothing
     if stale:
         lines += ["## Cells computed by other code", "",
-                  ("These cells ran code of their model (or of the metrics or calendar features) that differs "
-                   "from this checkout's: " + ", ".join(f"{k} ({n})" for k, n in stale.items())
+                  ("These cells ran code of their model (or of the package modules it imports, or of the "
+                   "metrics) that differs from this checkout's, or were computed before cells recorded their "
+                   "code: " + ", ".join(f"{k} ({n})" for k, n in stale.items())
                    + ". Run the command above with `--rerun-stale` to refresh them."), ""]
     text = "\n".join(lines)
     atomic_write(page, lambda tmp: Path(tmp).write_text(text))

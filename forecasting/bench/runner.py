@@ -9,7 +9,8 @@
 
 A rerun skips every cell whose file exists and was made with the same settings (sample paths and
 model options); ``retry_failed`` reruns cells that recorded an error, ``rerun_stale`` those that
-recorded another fingerprint of their model's code (``code_fingerprint``) than the current one.
+recorded another fingerprint of their model's code (``code_fingerprint``) than the current one, or
+none (computed before cells recorded it).
 A model failing on a cell is recorded with its error and traceback and the run goes on. Window
 ``w`` is numbered as in the dataset's task (0 = its oldest window), so ``--windows 1`` and a full
 run share the last window.
@@ -274,8 +275,9 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
         rec = _read(cell_path(out, c))
         if rec is None or rec.get("settings") != settings(c):
             return False
-        if rerun_stale and rec.get("code") not in (None, code_fingerprint(kind_of[c.dataset, c.model], c.dataset)):
-            return False  # computed by other code of its model
+        current = code_fingerprint(kind_of[c.dataset, c.model], c.dataset) if rerun_stale else None
+        if current is not None and rec.get("code") != current:
+            return False  # computed by other code of its model, or before cells recorded their code
         return not (retry_failed and rec.get("error"))
 
     todo = [c for c in cells if not finished(c)]

@@ -185,6 +185,7 @@ def test_cells_record_their_models_code_and_stale_ones_are_listed_and_rerun(tmp_
     path = tmp_path / "cells/traffic_weekly_sample/naive/window0_seed0.json"
     cell = json.loads(path.read_text())
     assert cell["code"] == code_fingerprint("naive", "traffic_weekly_sample") and len(cell["code"]) == 12
+    cell_code = cell["code"]
     assert code_fingerprint("deepar", "traffic_weekly_sample") != cell["code"]  # its own package's files
     path.write_text(json.dumps({**cell, "code": "0123456789ab"}))  # as if computed by older code
     page = render(tmp_path, plots=False).read_text()
@@ -196,3 +197,10 @@ def test_cells_record_their_models_code_and_stale_ones_are_listed_and_rerun(tmp_
     run_plan(_plan(), tmp_path, progress=False, write_forecasts=False, rerun_stale=True, log=messages.append)
     assert "1 already finished" in messages[0] and "1 to run" in messages[0]
     assert "other code" not in render(tmp_path, plots=False).read_text()
+    cell = json.loads(path.read_text())
+    del cell["code"]  # as if computed before cells recorded their code
+    path.write_text(json.dumps(cell))
+    assert "traffic_weekly_sample / naive (1)" in render(tmp_path, plots=False).read_text()
+    messages.clear()
+    run_plan(_plan(), tmp_path, progress=False, write_forecasts=False, rerun_stale=True, log=messages.append)
+    assert "1 to run" in messages[0] and json.loads(path.read_text())["code"] == cell_code
