@@ -49,7 +49,12 @@ def _scenarios_module():
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Shows an option's default unless its help already says it (or there is none to show)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, [], False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -268,8 +273,14 @@ def _run(args, argv) -> int:
         print(f"forecasts: {(out / 'forecasts').resolve()}")
     import json
     done = json.loads((out / "results.json").read_text())["results"]
-    ok = sum(1 for r in done if not r.get("error"))
-    return 0 if ok > 0 or record["cells"] == 0 else 1
+    failed = [f"{r['dataset']} / {r['model']}" for r in done if r.get("error")]
+    lost = [s["dataset"] for s in record["skipped"] if not s.get("optional")]
+    if failed:  # a CI job must see it: the page lists them under "Failed cells"
+        print(f"{len(failed)} cell(s) failed ({', '.join(sorted(set(failed)))}); see 'Failed cells' in the report, "
+              "and rerun with --retry-failed once fixed", file=sys.stderr)
+    if lost:
+        print(f"dataset(s) that could not be run: {', '.join(lost)} (see the log above)", file=sys.stderr)
+    return 1 if failed or lost else 0
 
 
 def _report(args) -> int:

@@ -19,19 +19,42 @@ DEFAULT_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` then move the file into place, so readers never see half a file."""
+    """Call ``write(tmp_path)`` then move the file into place, so readers never see half a file.
+    The file gets the permissions an ordinary ``open(path, "w")`` would give it: an existing file's
+    mode, else ``0o666`` less the umask (the temporary file itself is private, 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def load_torch_file(path, writer: str, map_location="cpu"):
+    """``torch.load`` of a file ``writer`` (e.g. ``"Forecast.save"``) wrote; any other file (a
+    parquet frame, text, a truncated download) is a ValueError that says what the file is."""
+    path = Path(path)
+    with open(path, "rb") as f:  # FileNotFoundError as is
+        head = f.read(4)
+    if head == b"PAR1":
+        raise ValueError(f"{path} is a parquet file (e.g. from Forecast.to_parquet), not a file written by {writer}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - pickle, zip and torch errors all mean "not such a file"
+        raise ValueError(f"{path} is not a file written by {writer} ({type(err).__name__}: {err})") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +159,13 @@ class Forecast:
 
     @classmethod
     def load(cls, path, map_location="cpu") -> "Forecast":
-        p = torch.load(path, map_location=map_location, weights_only=False)
+        """A forecast written by :meth:`save` (not the parquet frame of :meth:`to_parquet`)."""
+        p = load_torch_file(path, "Forecast.save", map_location)
+        keys = {"samples", "item_ids", "item_ids_name", "start", "tz", "freq"}
+        if not isinstance(p, dict) or not keys <= set(p):
+            what = f"a {type(p).__name__}" + (" (a model: load it with Model.load and call predict)"
+                                              if hasattr(p, "predict") else "")
+            raise ValueError(f"{path} holds {what}, not a forecast written by Forecast.save")
         start = pd.DatetimeIndex(pd.to_datetime(p["start"]))
         if p["tz"]:
             start = start.tz_localize("UTC").tz_convert(p["tz"])

@@ -130,7 +130,8 @@ def test_a_failing_model_is_recorded_and_the_run_goes_on(tmp_path):
     args = ("run", "--model", "always_fails", "--model", "naive", "--out", str(out), "--no-progress",
             "--no-forecasts", "--no-plots")
     r = run(*args, env=env)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # the run goes on, but a CI job sees the failure
+    assert "1 cell(s) failed (traffic_weekly_sample / always_fails); see 'Failed cells'" in r.stderr
     assert "cell traffic_weekly_sample / always_fails / window 0 / seed 0 failed: RuntimeError: deliberate" in r.stderr
     cell = json.loads((out / "cells/traffic_weekly_sample/always_fails/window0_seed0.json").read_text())
     assert cell["error"] == "RuntimeError: deliberate failure for the test"
@@ -145,7 +146,7 @@ def test_a_failing_model_is_recorded_and_the_run_goes_on(tmp_path):
 
     # a failure counts as finished; --retry-failed runs it again
     r = run(*args, "--retry-failed", env=env)
-    assert "1 already finished" in r.stderr and "1 to run" in r.stderr and "failed: RuntimeError" in r.stderr
+    assert r.returncode == 1 and "1 already finished" in r.stderr and "1 to run" in r.stderr and "failed: RuntimeError" in r.stderr
 
 
 def test_unknown_dataset_model_and_suite_are_clear_errors(tmp_path, capsys):

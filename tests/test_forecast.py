@@ -77,3 +77,31 @@ def test_daily_timezone_aware_steps_stay_at_local_midnight_across_dst():
     assert list(ts[:4]) == list(pd.date_range(start[0], periods=4, freq="D"))  # as the panel's grid
     assert list(ts[4:]) == list(pd.date_range(start[1], periods=4, freq="D"))
     assert all(t.hour == 0 for t in ts) and ts[4:].normalize().is_unique
+
+
+def test_files_follow_the_umask_and_the_wrong_kind_of_file_is_named(tmp_path):
+    import os
+
+    from forecasting.models import SeasonalNaive
+    from forecasting.models.base import Model
+    f = make()
+    old = os.umask(0o022)
+    try:
+        assert (f.save(tmp_path / "f.pt").stat().st_mode & 0o777) == 0o644  # not mkstemp's private 0600
+        os.chmod(tmp_path / "f.pt", 0o640)
+        assert (f.save(tmp_path / "f.pt").stat().st_mode & 0o777) == 0o640  # an existing file keeps its mode
+        os.umask(0o077)
+        assert (f.to_parquet(tmp_path / "q.parquet").stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)
+    with pytest.raises(ValueError, match=r"q.parquet is a parquet file \(e.g. from Forecast.to_parquet\), not a "
+                                         r"file written by Forecast.save"):
+        Forecast.load(tmp_path / "q.parquet")
+    (tmp_path / "t.pt").write_text("not a torch file")
+    with pytest.raises(ValueError, match=r"t.pt is not a file written by Model.save \(UnpicklingError"):
+        Model.load(tmp_path / "t.pt")
+    with pytest.raises(TypeError, match=r"f.pt holds a forecast \(load it with Forecast.load\), not a Model"):
+        Model.load(tmp_path / "f.pt")
+    model_file = SeasonalNaive(12).save(tmp_path / "m.pt")
+    with pytest.raises(ValueError, match=r"m.pt holds a SeasonalNaive \(a model: load it with Model.load"):
+        Forecast.load(model_file)

@@ -158,10 +158,13 @@ def _package_imports(path: Path, package: Path) -> set[Path]:
     counts by its ``__init__.py``; the ``__init__.py`` files an import merely passes through (they
     re-export, and would tie every model to every other) do not."""
     found = set()
-    here = path.relative_to(package.parent).with_suffix("").parts[:-1]  # the module's package
+    inside = path.is_relative_to(package)  # a plugin's module elsewhere: only its absolute imports resolve
+    here = path.relative_to(package.parent).with_suffix("").parts[:-1] if inside else ()  # the module's package
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.ImportFrom):
             named = tuple(node.module.split(".")) if node.module else ()
+            if node.level and not inside:
+                continue
             base = here[:len(here) - node.level + 1] + named if node.level else named
             targets = [base] + [base + (a.name,) for a in node.names]  # `from . import x`: x may be a module
         elif isinstance(node, ast.Import):
@@ -198,7 +201,8 @@ def code_fingerprint(model: str, dataset: str) -> str | None:
             todo.extend(_package_imports(f, package) - files)
     h = hashlib.sha256()
     for f in sorted(files):
-        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+        name = f.relative_to(package).as_posix() if f.is_relative_to(package) else f.name
+        h.update(name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:12]
 
 

@@ -33,7 +33,7 @@ class PanelError(ValueError):
 
 
 def _names(ids: Sequence, limit: int = 5) -> str:
-    ids = list(ids)
+    ids = [i.item() if isinstance(i, np.generic) else i for i in ids]  # 1, not np.int64(1)
     shown = ", ".join(repr(i) for i in ids[:limit])
     more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
     return shown + more
@@ -53,6 +53,34 @@ def _grid(first: pd.Timestamp, last: pd.Timestamp, offset: pd.DateOffset) -> pd.
     else:
         anchor = first if offset.is_on_offset(first) else offset.rollback(first)
     return pd.date_range(anchor, last, freq=offset)
+
+
+def _period_stamps(periods: pd.PeriodIndex) -> pd.DatetimeIndex:
+    """Timestamps that label GluonTS periods on a pandas grid: a week by the day that anchors it
+    (its last day: the Friday of a 'W-FRI' week, as pandas' 'W-FRI' dates are), anything else by
+    its start."""
+    if isinstance(periods.freq, pd.offsets.Week):
+        return periods.to_timestamp(how="end").normalize()
+    return periods.to_timestamp(how="start")
+
+
+def _to_datetime(df: pd.DataFrame, id_col: str, timestamp_col: str, where: str) -> pd.Series:
+    """``df[timestamp_col]`` as datetimes; timestamps pandas cannot parse together (time zones mixed
+    with naive times, text that is no date) are an error that names the series."""
+    try:
+        return pd.to_datetime(df[timestamp_col])
+    except (ValueError, TypeError) as err:
+        stamps = df[timestamp_col]
+        aware = stamps.map(lambda t: getattr(t, "tzinfo", None) is not None)
+        if aware.any() and not aware.all():
+            raise PanelError(
+                f"time-zone-aware and naive timestamps mixed in {timestamp_col!r} of {where}: aware in series "
+                f"{_names(df.loc[aware, id_col].unique())}, naive in series {_names(df.loc[~aware, id_col].unique())}; "
+                "localise or convert them all to one zone") from None
+        bad = pd.to_datetime(stamps, errors="coerce").isna() & stamps.notna()
+        rows = df.loc[bad] if bad.any() else df
+        raise PanelError(f"cannot read {timestamp_col!r} of {where} as timestamps in series "
+                         f"{_names(rows[id_col].unique())}: {err}") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,7 +137,7 @@ class Panel:
         if len(df) == 0:
             raise PanelError("the frame is empty")
         df = df[list(dict.fromkeys(needed))].copy()
-        df[timestamp_col] = pd.to_datetime(df[timestamp_col])
+        df[timestamp_col] = _to_datetime(df, id_col, timestamp_col, "the frame")
         if df[timestamp_col].isna().any():
             raise PanelError(f"missing timestamps (NaT) in {timestamp_col!r} for series "
                              f"{_names(df.loc[df[timestamp_col].isna(), id_col].unique())}")
@@ -151,7 +179,7 @@ class Panel:
             if fmissing:
                 raise PanelError(f"unknown column(s) {fmissing} in `future`; it has {list(future.columns)}")
             future = future[[id_col, timestamp_col, *known_covariates]].copy()
-            future[timestamp_col] = pd.to_datetime(future[timestamp_col])
+            future[timestamp_col] = _to_datetime(future, id_col, timestamp_col, "`future`")
             fdup = future.duplicated([id_col, timestamp_col], keep=False)
             if fdup.any():
                 rows = future.loc[fdup]
@@ -174,6 +202,7 @@ class Panel:
             raise PanelError(
                 f"timestamps off the declared frequency {freq!r} in series {_names(rows[id_col].unique())}: "
                 f"e.g. {rows[timestamp_col].iloc[0]} in series {rows[id_col].iloc[0]!r}")
+        cls._check_step(row, col, ids, freq, df[timestamp_col])
         N, T, TK = len(ids), len(index), len(known_index)
 
         y = np.full((N, T), np.nan)
@@ -254,6 +283,25 @@ class Panel:
         )
 
     @staticmethod
+    def _check_step(row: np.ndarray, col: np.ndarray, ids: pd.Index, freq: str, stamps: pd.Series) -> None:
+        """Refuse a declared frequency finer than the data's: when the rows of every series fall on
+        every k-th step (k >= 2) of the grid, the panel would be (k-1)/k missing values (weekly
+        data declared daily). Irregular gaps (a daily series missing some days) pass."""
+        order = np.lexsort((col, row))
+        same = row[order][1:] == row[order][:-1]
+        gaps = np.diff(col[order])[same]
+        k = int(np.gcd.reduce(gaps)) if len(gaps) else 1
+        if k >= 2:
+            counts = np.bincount(row, minlength=len(ids))
+            longest = np.sort(stamps.to_numpy()[row == counts.argmax()])
+            guess = pd.infer_freq(pd.DatetimeIndex(longest)) if len(longest) >= 3 else None
+            raise PanelError(
+                f"the timestamps of every series are {k} steps of freq {freq!r} apart (or a multiple of it), "
+                f"e.g. series {ids[counts.argmax()]!r}: {pd.Timestamp(longest[0])}, {pd.Timestamp(longest[1])}, ...; "
+                f"the panel would be {k - 1}/{k} missing values. Pass the data's own frequency"
+                + (f" (it looks like {guess!r})" if guess else "") + " or omit freq= to infer it")
+
+    @staticmethod
     def _check_constant(nunique: pd.DataFrame, ids: pd.Index, cols: list[str]) -> None:
         for c in cols:
             varying = nunique[c].to_numpy() > 1
@@ -285,9 +333,13 @@ class Panel:
         """Build a Panel from a GluonTS dataset (entries with ``start``, ``target`` and optional
         ``item_id``, ``feat_dynamic_real`` (known), ``past_feat_dynamic_real``,
         ``feat_static_cat``, ``feat_static_real``)."""
-        frames, futures, statics = [], [], []
+        frames, futures, statics, seen = [], [], [], set()
         for i, entry in enumerate(dataset):
             item = entry.get("item_id", i)
+            if item in seen:
+                raise PanelError(f"item_id {item!r} names more than one entry of the GluonTS dataset "
+                                 f"(entry {i} and an earlier one); give every series its own item_id")
+            seen.add(item)
             start = entry["start"]
             f = freq or getattr(start, "freqstr", None)
             if f is None:
@@ -296,7 +348,7 @@ class Panel:
             y = np.asarray(entry["target"], dtype=float)
             if y.ndim != 1:
                 raise PanelError(f"series {item!r}: target must be 1-d, got shape {y.shape}")
-            ts = pd.period_range(pd.Period(start, freq=freq), periods=len(y)).to_timestamp(how="start") \
+            ts = _period_stamps(pd.period_range(pd.Period(start, freq=freq), periods=len(y))) \
                 if isinstance(start, pd.Period) else pd.date_range(start, periods=len(y), freq=freq)
             frame = {"item_id": item, "timestamp": ts, "target": y}
             kn = np.asarray(entry.get("feat_dynamic_real", np.zeros((0, len(y)))), dtype=float)
@@ -311,7 +363,7 @@ class Panel:
                 frame[f"past_feat_dynamic_real_{k}"] = pa[k, : len(y)]
             frames.append(pd.DataFrame(frame))
             if kn.shape[0] and kn.shape[1] > len(y):
-                fts = pd.period_range(pd.Period(ts[-1], freq=freq) + 1, periods=kn.shape[1] - len(y)).to_timestamp(how="start") \
+                fts = _period_stamps(pd.period_range(pd.Period(ts[-1], freq=freq) + 1, periods=kn.shape[1] - len(y))) \
                     if isinstance(start, pd.Period) else pd.date_range(ts[-1], periods=kn.shape[1] - len(y) + 1, freq=freq)[1:]
                 futures.append(pd.DataFrame({"item_id": item, "timestamp": fts,
                                              **{f"feat_dynamic_real_{k}": kn[k, len(y):] for k in range(kn.shape[0])}}))
@@ -325,12 +377,10 @@ class Panel:
         cols = df.columns
         if not isinstance(freq, str):
             freq = freq.freqstr
-        # Period frequencies ('M', 'W-SUN') mark spans; the grid uses their start timestamps.
-        ts_freq = pd.tseries.frequencies.to_offset(freq)
-        if isinstance(ts_freq, pd.offsets.MonthEnd):
+        # Period frequencies mark spans: a month ('M') is labelled by its first day (grid 'MS'), a
+        # week ('W-FRI') by the day that anchors it, its last (grid 'W-FRI'), as pandas labels weeks.
+        if isinstance(pd.Period("2000-01-01", freq=freq).freq, pd.offsets.MonthEnd):
             freq = "MS"
-        elif isinstance(ts_freq, pd.offsets.Week) and ts_freq.weekday is not None:
-            freq = f"W-{['MON', 'TUE', 'WED', 'THU', 'FRI', 'SAT', 'SUN'][(ts_freq.weekday + 1) % 7]}"
         return cls.from_long(
             df, freq=freq,
             known_covariates=[c for c in cols if c.startswith("feat_dynamic_real_")],
@@ -355,6 +405,20 @@ class Panel:
             j = int(inf[i].nonzero()[0, 0])
             raise PanelError(f"infinite target values in series {_names(self.item_ids[rows])}: e.g. "
                              f"{float(self.target[i, j])} at {self.index[j]} in series {self.item_ids[i]!r}")
+        for kind, x, names, index in (("known covariate", self.known, self.known_names, self.known_index),
+                                      ("past covariate", self.past, self.past_names, self.index)):
+            if x is not None and bool(torch.isinf(x).any()):
+                i, j, c = (int(v) for v in torch.isinf(x).nonzero()[0])
+                rows = torch.isinf(x).flatten(1).any(1).nonzero().squeeze(1).cpu().numpy()
+                raise PanelError(f"infinite values in {kind} {names[c]!r} of series {_names(self.item_ids[rows])}: "
+                                 f"e.g. {float(x[i, j, c])} at {index[j]} in series {self.item_ids[i]!r} "
+                                 "(a missing value is NaN)")
+        if self.static_real is not None and bool(torch.isinf(self.static_real).any()):
+            i, c = (int(v) for v in torch.isinf(self.static_real).nonzero()[0])
+            rows = torch.isinf(self.static_real).any(1).nonzero().squeeze(1).cpu().numpy()
+            raise PanelError(f"infinite values in static real {self.static_real_names[c]!r} of series "
+                             f"{_names(self.item_ids[rows])}: e.g. {float(self.static_real[i, c])} in series "
+                             f"{self.item_ids[i]!r}")
 
     @property
     def num_series(self) -> int:
@@ -450,6 +514,12 @@ class Panel:
         their full length (they are known in advance). ``end`` becomes the cutoff: the forecast
         origin, even where the last values before it are missing."""
         end = torch.as_tensor(end, device=self.device)
+        if end.shape != (self.num_series,):
+            raise PanelError(f"truncate needs one cutoff per series ({self.num_series}), got shape {tuple(end.shape)}")
+        if bool((end < 0).any()) or int(end.max()) < 1:
+            bad = (end < 0) if bool((end < 0).any()) else (end < 1)
+            raise PanelError(f"cutoffs before the grid's start for series {_names(self.item_ids[bad.cpu().numpy()])} "
+                             f"(e.g. {int(end.min())}; a cutoff counts the steps kept, at least one series must keep one)")
         T = int(end.max())
         steps = torch.arange(T, device=self.device)
         keep = steps[None, :] < end[:, None]
@@ -541,3 +611,19 @@ class Window:
     @property
     def horizon(self) -> int:
         return self.target.shape[1]
+
+    def select(self, rows) -> "Window":
+        """The window of the series at positions ``rows`` (ints, bool mask or slice), e.g. to score
+        a forecast of some of the series: ``window.select(window.train.item_ids.isin(ids))``."""
+        if isinstance(rows, slice):
+            rows = torch.arange(self.train.num_series)[rows]
+        rows = torch.as_tensor(np.asarray(rows))
+        if rows.dtype == torch.bool:
+            if rows.shape != (self.train.num_series,):
+                raise PanelError(f"a row mask needs {self.train.num_series} entries, got {tuple(rows.shape)}")
+            rows = rows.nonzero().squeeze(1)
+        if len(rows) == 0:
+            raise PanelError("the selection holds no series")
+        dev = self.target.device
+        return Window(train=self.train.select(rows), target=self.target[rows.to(dev)], mask=self.mask[rows.to(dev)],
+                      cutoff=self.cutoff[rows.to(self.cutoff.device)], index=self.index)

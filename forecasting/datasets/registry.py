@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..data.panel import Panel, Window
+from ..data.panel import Panel, PanelError, Window
 from ..forecast import DEFAULT_QUANTILES, atomic_write
 
 __all__ = [
@@ -144,11 +144,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """``data_dir`` if given, else ``$FORECASTING_DATA``, else the per-user cache
     (``$XDG_CACHE_HOME/forecasting`` or ``~/.cache/forecasting``)."""
     if data_dir is not None:
-        return Path(data_dir).expanduser()
+        return Path(data_dir).expanduser().absolute()
     if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
+        return Path(os.environ[ENV_VAR]).expanduser().absolute()
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "forecasting"
+    return (Path(cache) / "forecasting").absolute()
 
 
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -179,7 +179,12 @@ def fetch(spec: DatasetSpec, data_dir=None, download: bool = True, verify: bool 
     if spec.embedded:
         folder = Path(__file__).parent / "_embedded"
     else:
-        folder = resolve_data_dir(data_dir) / spec.folder
+        root = resolve_data_dir(data_dir)
+        if (data_dir is not None or os.environ.get(ENV_VAR)) and not root.is_dir():
+            given = "data_dir=" if data_dir is not None else f"${ENV_VAR}"
+            raise DatasetError(f"the data directory {root} ({given}) does not exist; create it to download "
+                               f"dataset {spec.name!r} into it, or point {given} at the folder that holds the data")
+        folder = root / spec.folder
     paths: dict[str, Path] = {}
     missing = []
     for src in spec.files:
@@ -214,6 +219,13 @@ def load(name: str, data_dir: str | os.PathLike | None = None, download: bool = 
     are missing are downloaded when ``download`` is True; every file's sha256 is checked."""
     spec = get_spec(name)
     paths = fetch(spec, data_dir, download=download, verify=verify)
-    panel = spec.build(paths)
-    extra = spec.extra(paths, panel) if spec.extra is not None else {}
+    try:
+        panel = spec.build(paths)
+        extra = spec.extra(paths, panel) if spec.extra is not None else {}
+    except (DatasetError, PanelError):
+        raise
+    except Exception as err:  # noqa: BLE001 - a reader's own error, re-raised with the files named
+        files = ", ".join(str(p) for p in paths.values())
+        hint = "" if verify else "; load with verify=True to compare the files' sha256 with the expected ones"
+        raise DatasetError(f"dataset {name!r}: could not read {files}: {type(err).__name__}: {err}{hint}") from err
     return Dataset(name=name, panel=panel, task=spec.task, extra=extra)

@@ -45,8 +45,9 @@ def crps_ensemble(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     CRPS = E|X - y| - E|X - X'|/2 with both expectations over the S samples (properscoring's
     ``crps_ensemble``). The pair term uses the sorted form sum_i x_(i) (2i - S - 1) / S^2, so the
     cost is O(S log S) per point instead of O(S^2). Returns ``[..., H]``."""
-    if samples.shape[:-2] != y.shape[:-1] or samples.shape[-1] != y.shape[-1]:
-        raise ValueError(f"samples shape {tuple(samples.shape)} does not match truth shape {tuple(y.shape)}")
+    if samples.dim() != y.dim() + 1 or samples.shape[:-2] != y.shape[:-1] or samples.shape[-1] != y.shape[-1]:
+        raise ValueError(f"samples shape {tuple(samples.shape)} does not match truth shape {tuple(y.shape)}: "
+                         "samples are [..., S, H] for truth [..., H] (e.g. [N, S, H] and [N, H])")
     S = samples.shape[-2]
     y_ = torch.nan_to_num(y)
     abs_err = (samples - y_.unsqueeze(-2)).abs().mean(-2)
@@ -108,6 +109,9 @@ def mase(point: torch.Tensor, y: torch.Tensor, scale: torch.Tensor,
     fev, a series with no valid difference in its history gets scale 1, and points of a series whose
     scale is exactly 0 are left out of the mean. A non-finite point forecast gives NaN."""
     _check(point, y, "point forecast")
+    if scale.shape != (y.shape[0],):
+        raise ValueError(f"scale shape {tuple(scale.shape)} must be [N] = ({y.shape[0]},): one per series "
+                         "(see seasonal_scale)")
     scale = torch.where(torch.isnan(scale), torch.ones_like(scale), scale)
     err = (point - torch.nan_to_num(y)).abs() / scale[:, None]
     m = _mask(y, mask) & (scale != 0)[:, None]

@@ -160,7 +160,7 @@ def plot_fan(diags: Mapping[str, dict], path, title: str = "") -> Path:
     if not models:
         raise ValueError("no model has fan data to draw")
     rows = max(len(diags[m]["fan"]) for m in models)
-    fig, axes = plt.subplots(rows, len(models), figsize=(3.2 * len(models), 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(models), figsize=(3.2 * len(models), 2.2 * rows), squeeze=False, layout="constrained")
     for c, m in enumerate(models):
         for r in range(rows):
             ax = axes[r][c]
@@ -191,7 +191,7 @@ def _grid(n: int, cols: int = 4):
     plt = _pyplot()
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows), squeeze=False, layout="constrained")
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
         ax.axis("off")

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..data.panel import Panel
-from ..forecast import Forecast, atomic_write
+from ..forecast import Forecast, atomic_write, load_torch_file
 
 __all__ = ["Model", "NotFittedError", "check_nonnegative", "floor_rows", "resolve_device"]
 
@@ -59,10 +59,18 @@ class Model(abc.ABC):
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         """Sample paths ``[N, num_samples, horizon]`` starting after each series' ``end``."""
 
-    def _check_fitted(self) -> int:
+    def used_known_covariates(self) -> frozenset[str] | None:
+        """The known covariates (by name) the fitted model reads when it predicts, so a what-if that
+        changes another one is known to change nothing; None: this model cannot tell."""
+        return None
+
+    def _check_fitted(self, num_samples: int | None = None) -> int:
+        """The fitted horizon; an unfitted model (or ``num_samples`` < 1) is an error."""
         horizon = getattr(self, "horizon_", None)
         if horizon is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(panel, horizon) first")
+        if num_samples is not None and num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         return horizon
 
     def save(self, path) -> Path:
@@ -71,9 +79,11 @@ class Model(abc.ABC):
 
     @classmethod
     def load(cls, path, map_location="cpu") -> "Model":
-        model = torch.load(path, map_location=map_location, weights_only=False)
+        model = load_torch_file(path, "Model.save", map_location)
         if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+            what = "a forecast (load it with Forecast.load)" if isinstance(model, dict) and "samples" in model \
+                else f"a {type(model).__name__}"
+            raise TypeError(f"{path} holds {what}, not a {cls.__name__}")
         return model
 
     def __repr__(self) -> str:

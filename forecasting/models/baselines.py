@@ -24,6 +24,10 @@ class _Unfitted(Model):
         self.horizon_ = horizon
         return self
 
+    def used_known_covariates(self) -> frozenset[str]:
+        """None: baselines read the target only."""
+        return frozenset()
+
 
 def _generator(seed: int | None, device) -> torch.Generator:
     g = torch.Generator(device=device)
@@ -94,7 +98,7 @@ class SeasonalNaive(_Unfitted):
         self.nonnegative = check_nonnegative(nonnegative)
 
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
-        H = self._check_fitted()
+        H = self._check_fitted(num_samples)
         hist, ok = panel.history(panel.num_steps)
         L, m = hist.shape[1], self.season
         has = (ok[:, m:] & ok[:, :-m]).any(1) if L > m else torch.zeros_like(ok[:, 0])
@@ -136,7 +140,7 @@ class GaussianNaive(Naive):
         super().__init__(point=False, nonnegative=False)
 
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
-        H = self._check_fitted()
+        H = self._check_fitted(num_samples)
         hist, ok = panel.history(panel.num_steps)
         gen = _generator(seed, hist.device)
         d = hist[:, 1:] - hist[:, :-1]
@@ -162,7 +166,7 @@ class EmpiricalRecent(_Unfitted):
         self.window = window
 
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
-        H = self._check_fitted()
+        H = self._check_fitted(num_samples)
         hist, ok = panel.history(panel.num_steps)
         if not bool(ok.any(1).all()):
             bad = ~ok.any(1)

@@ -541,6 +541,10 @@ class GluonTSDeepAR(Model):
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
+    def used_known_covariates(self) -> frozenset[str]:
+        self._check_fitted()
+        return frozenset(self.known_names_)
+
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         """``num_samples`` paths ``[N, num_samples, horizon]`` after each series' end, in panel order.
         The same ``seed`` gives the same paths; the global torch RNG is left as it was."""

@@ -195,6 +195,10 @@ class StatsForecastModel(Model):
         sd = np.where(np.isfinite(sd) & (sd > 0), sd, 0.0)
         return mean, sd
 
+    def used_known_covariates(self) -> frozenset[str]:
+        """None: the statsforecast models are fitted on the target only."""
+        return frozenset()
+
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         """``[N, num_samples, horizon]`` Gaussian paths around the fitted mean (refit if ``panel``
         is not the fitted one)."""

@@ -1,12 +1,7 @@
 """``forecasting scenarios``: turn a saved forecast into joint, coherent scenario files.
 
-    forecasting scenarios forecast.pt --dataset walmart --data-dir ../shared/data \\
-        --method schaake --hierarchy Store --hierarchy Type --reduce 50 --format parquet --out scenarios/
-
-The forecast (``Forecast.save``) holds independent samples ``[N, S, H]`` of some of the dataset's
-series; the dataset supplies their history before each series' first forecast step, from which the
-dependence is learned, and the static columns the hierarchy is built from. Wire it into a parent
-parser with :func:`add_parser` and dispatch to :func:`run`.
+:func:`add_parser` adds the subcommand to a parent parser (``forecasting/cli.py``), :func:`run`
+runs it; :data:`DESCRIPTION` is what ``--help`` shows.
 """
 from __future__ import annotations
 
@@ -22,20 +17,32 @@ import torch
 
 FORMATS = ("parquet", "npy", "pt")
 
+DESCRIPTION = """Turn a forecast saved with Forecast.save into joint, coherent scenario files.
+
+The forecast holds independent samples of some of the dataset's series. The dataset supplies their
+history before each series' first forecast step, from which the dependence across series and steps
+is learned (--method), and the static columns a hierarchy of sums is built from (--hierarchy).
+Writes scenarios.parquet (or .npy / .pt, --format) and summary.json to --out.
+
+example:
+  forecasting scenarios forecast.pt --dataset walmart --data-dir ../shared/data \\
+      --method schaake --hierarchy Store --hierarchy Type --reduce 50 --format parquet --out scenarios/
+"""
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``scenarios`` subcommand to an argparse ``subparsers`` object; returns its parser."""
     p = subparsers.add_parser("scenarios", help="turn a saved forecast into joint scenario files",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("forecast", help="a forecast saved with Forecast.save (torch file)")
     p.add_argument("--dataset", required=True, help="registered dataset holding the forecast's series and history")
     p.add_argument("--data-dir", default=None, help="data directory (default: $FORECASTING_DATA, then the cache)")
     p.add_argument("--method", choices=("schaake", "copula", "independent"), default="schaake",
-                   help="dependence across series and steps")
+                   help="dependence across series and steps (default: %(default)s)")
     p.add_argument("--transform", choices=("diff", "level", "seasonal_diff"), default="level",
-                   help="history transform the dependence is learned from")
+                   help="history transform the dependence is learned from (default: %(default)s)")
     p.add_argument("--season", type=int, default=None, help="lag of 'seasonal_diff' (default: the dataset's season)")
-    p.add_argument("--rank", type=int, default=10, help="copula factors")
+    p.add_argument("--rank", type=int, default=10, help="copula: number of factors (default: %(default)s)")
     p.add_argument("--groups", default=None,
                    help="copula: static column whose groups get one more factor each (e.g. Store)")
     p.add_argument("--past-forecast", default=None,
@@ -45,14 +52,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--paths", action="store_true",
                    help="keep each series' sample paths whole; only pair them across series")
     p.add_argument("--hierarchy", action="append", default=[],
-                   help="static column of an aggregation level, finest first, repeatable (e.g. Store then Type)")
+                   help="static column of an aggregation level, finest first, repeatable (e.g. Store then Type); "
+                        "each level must group whole groups of the one before unless --crossed")
+    p.add_argument("--crossed", action="store_true",
+                   help="allow --hierarchy levels that cross instead of nesting (e.g. Store and Dept)")
     p.add_argument("--no-total", action="store_true", help="no grand-total level")
     p.add_argument("--reduce", type=int, default=None, help="reduce to this many weighted scenarios")
-    p.add_argument("--reduction", choices=("forward", "kmedoids"), default="forward")
+    p.add_argument("--reduction", choices=("forward", "kmedoids"), default="forward",
+                   help="reduction method (default: %(default)s)")
     p.add_argument("--format", action="append", choices=FORMATS, help="output format, repeatable (default: parquet)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scenario draws (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)
     return p
 
@@ -118,7 +129,7 @@ def run(args) -> int:
     from .core import ScenarioError, ScenarioSet
     from .dependence import make_dependence
     from .export import write_numpy, write_parquet, write_torch
-    from .hierarchy import Hierarchy
+    from .hierarchy import CROSSED_HINT, Hierarchy
     from .reduction import reduce_scenarios
 
     try:
@@ -158,7 +169,10 @@ def run(args) -> int:
             summary["reduction"] = {"method": red.method, "kept": scen.num_scenarios,
                                     "transport_distance": red.transport, "energy_distance": red.energy}
         if args.hierarchy:
-            hier = Hierarchy.from_panel(history, args.hierarchy, total=not args.no_total)
+            try:
+                hier = Hierarchy.from_panel(history, args.hierarchy, total=not args.no_total, nested=not args.crossed)
+            except ScenarioError as err:  # say it in the command line's terms
+                raise ScenarioError(str(err).replace(CROSSED_HINT, "pass --crossed for crossed groupings")) from None
             scen = hier.aggregate_scenarios(scen, include_bottom=True)
             summary["hierarchy"] = {lv: len(hier.groups(lv)) for lv in hier.levels}
         out = Path(args.out)

@@ -16,7 +16,7 @@ import torch
 
 from ..forecast import DEFAULT_QUANTILES, Forecast
 
-__all__ = ["ScenarioError", "ScenarioSet", "linear_quantile", "sort_scenarios", "weighted_quantile"]
+__all__ = ["ScenarioError", "ScenarioSet", "linear_quantile", "name_series", "sort_scenarios", "weighted_quantile"]
 
 #: how far weights may stray from summing to 1 (float32 rounding of thousands of weights)
 WEIGHT_TOL = 1e-5
@@ -24,6 +24,14 @@ WEIGHT_TOL = 1e-5
 
 class ScenarioError(ValueError):
     """Bad scenarios, weights, hierarchies or overrides. The message names the argument."""
+
+
+def name_series(item_ids: Sequence, limit: int = 5) -> str:
+    """``"series '1_54', '2_48', ... (154 series)"``: the first ``limit`` ids and their count, for
+    error messages."""
+    ids = [i.item() if isinstance(i, np.generic) else i for i in item_ids]
+    more = ", ..." if len(ids) > limit else ""
+    return f"series {', '.join(repr(i) for i in ids[:limit])}{more} ({len(ids)} series)"
 
 
 def sort_scenarios(values: torch.Tensor) -> torch.Tensor:

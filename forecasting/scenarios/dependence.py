@@ -30,6 +30,7 @@ trend and shared seasonality.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -461,6 +462,10 @@ class GaussianCopula(_Reordering):
         norm = z.norm(dim=1, keepdim=True)
         zn = torch.where(norm > 0, z / norm.clamp_min(1e-300), torch.zeros_like(z))  # rows of unit length
         r = min(self.rank, zn.shape[1] - 1, zn.shape[0])
+        if r < self.rank:
+            warnings.warn(f"GaussianCopula: rank {self.rank} lowered to {r}: the correlation of {zn.shape[0]} series "
+                          f"over {zn.shape[1]} steps has at most min(series, steps - 1) = {r} principal components",
+                          UserWarning, stacklevel=2)
         if r > 0:
             U, sig, Vh = torch.linalg.svd(zn, full_matrices=False)
             if residuals is not None:

@@ -22,6 +22,8 @@ from .core import ScenarioError, ScenarioSet, sort_scenarios
 __all__ = ["TOTAL", "Hierarchy", "aggregate_truth", "level_metrics", "weighted_crps"]
 
 TOTAL = "total"
+#: how a non-nested level is allowed, in the error that rejects it (the command line says its own)
+CROSSED_HINT = "pass nested=False for crossed groupings"
 
 
 def _label(level: str, value) -> str:
@@ -72,7 +74,7 @@ class Hierarchy:
                     sub = pairs[pairs.fine == split.index[0]].coarse.unique()
                     raise ScenarioError(
                         f"level {fine!r} is not nested in {coarse!r}: group {g!r} belongs to "
-                        f"{[self._groups[coarse][c] for c in sub[:5]]}; pass nested=False for crossed groupings")
+                        f"{[self._groups[coarse][c] for c in sub[:5]]}; {CROSSED_HINT}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -306,7 +308,9 @@ def level_metrics(scenarios: ScenarioSet, hierarchy: Hierarchy, y: torch.Tensor,
     Columns: ``nodes``, ``points`` (observed aggregate points), ``crps`` (mean, target units),
     ``scaled_crps`` (sum CRPS / sum abs(y)), ``wql`` over ``quantiles``, ``coverage_50`` /
     ``coverage_80`` / ``coverage_95`` of the central intervals. See :func:`aggregate_truth` for
-    ``missing``."""
+    ``missing``. A level with no observed point (``points`` 0: under ``missing="mask"`` an aggregate
+    is unobserved at every step where one of its series has no truth, e.g. series that end before
+    the window does) gets NaN for every score, not 0, which would read as a perfect score."""
     if y.shape != (scenarios.num_series, scenarios.horizon):
         raise ScenarioError(f"truth shape {tuple(y.shape)} does not match the scenarios "
                             f"[{scenarios.num_series}, {scenarios.horizon}]")
@@ -321,11 +325,13 @@ def level_metrics(scenarios: ScenarioSet, hierarchy: Hierarchy, y: torch.Tensor,
         at = {lev: q[:, i] for i, lev in enumerate(levels)}
         # NaN marks a missing truth value: masked with where (NaN * 0 would stay NaN)
         c = torch.where(mt, weighted_crps(sc.values, sc.weights, yt), torch.zeros_like(yt))
-        row = {"level": lv, "nodes": sc.num_series, "points": int(mt.sum()),
-               "crps": float(c.sum() / mt.sum().clamp_min(1)),
-               "scaled_crps": float(c.sum() / M._abs_sum(yt, mt)),
-               "wql": float(M.wql(torch.stack([at[lev] for lev in quantiles], 1), yt, quantiles, mt))}
+        points = int(mt.sum())
+        scores = {"crps": float(c.sum() / mt.sum().clamp_min(1)),
+                  "scaled_crps": float(c.sum() / M._abs_sum(yt, mt)),
+                  "wql": float(M.wql(torch.stack([at[lev] for lev in quantiles], 1), yt, quantiles, mt))}
         for cov, (lo, hi) in {50: (0.25, 0.75), 80: (0.1, 0.9), 95: (0.025, 0.975)}.items():
-            row[f"coverage_{cov}"] = float(M.coverage(at[lo], at[hi], yt, mt))
-        rows.append(row)
+            scores[f"coverage_{cov}"] = float(M.coverage(at[lo], at[hi], yt, mt))
+        if points == 0:  # nothing observed: no score (the metrics would read 0, a perfect score)
+            scores = dict.fromkeys(scores, float("nan"))
+        rows.append({"level": lv, "nodes": sc.num_series, "points": points, **scores})
     return pd.DataFrame(rows).set_index("level")

@@ -36,6 +36,17 @@ __all__ = ["Reduction", "energy_distance", "match_weights", "reduce_scenarios", 
 BLOCK = 1 << 14
 
 
+def _check_rows(x: torch.Tensor, name: str, S: int, dims: str) -> None:
+    """Raise unless ``x`` is ``[S, ...]`` with finite values, naming the scenarios (rows) that are not."""
+    if x.ndim != 2 or x.shape[0] != S:
+        raise ScenarioError(f"{name} must be [scenarios, {dims}] = [{S}, {dims[0].upper()}], got shape {tuple(x.shape)}")
+    bad = (~torch.isfinite(x)).any(1).nonzero().squeeze(1).tolist()
+    if bad:
+        more = ", ..." if len(bad) > 10 else ""
+        raise ScenarioError(f"{name} hold non-finite values in scenarios [{', '.join(map(str, bad[:10]))}{more}] "
+                            f"({len(bad)} of {S} scenarios)")
+
+
 def scenario_distances(features: torch.Tensor, progress: bool = False) -> torch.Tensor:
     """``[S, D]`` scenario vectors -> ``[S, S]`` Euclidean distances (float64).
 
@@ -43,6 +54,7 @@ def scenario_distances(features: torch.Tensor, progress: bool = False) -> torch.
     O(S^2 + S * BLOCK) and identical scenarios come out at distance 0 up to rounding."""
     if features.ndim != 2:
         raise ScenarioError(f"features must be [scenarios, dims], got shape {tuple(features.shape)}")
+    _check_rows(features, "features", features.shape[0], "dims")
     S, D = features.shape
     mean = features.double().mean(0)
     gram = torch.zeros(S, S, dtype=torch.float64)
@@ -106,10 +118,7 @@ def match_weights(features: torch.Tensor, p: torch.Tensor, kept: torch.Tensor, q
     absolute standardised difference between the reduced and the full means with ``q`` and ``w``."""
     x = features.double().cpu()
     p = p.double().cpu()
-    if x.ndim != 2 or x.shape[0] != p.shape[0]:
-        raise ScenarioError(f"match features must be [scenarios, features] = [{p.shape[0]}, F], got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ScenarioError("match features must be finite")
+    _check_rows(x, "match features", p.shape[0], "features")
     if ridge <= 0:
         raise ScenarioError(f"ridge must be > 0, got {ridge}")
     mean = p @ x
@@ -232,6 +241,7 @@ def reduce_scenarios(scenarios: ScenarioSet, k: int, method: str = "forward", fe
     :func:`~forecasting.scenarios.simulation.newsvendor_features`: demand, and its shortfall and
     leftover against a base-stock policy's levels; F well below k); after the selection, the weights are re-optimised by :func:`match_weights` (ridge
     ``match_ridge``), and the transport distance is then the optimal transport's (a linear program).
+    Non-finite ``features`` or ``match`` values are errors that name the scenarios holding them.
     Returns the reduced ScenarioSet and the :class:`Reduction`."""
     S = scenarios.num_scenarios
     if not 1 <= k <= S:
@@ -239,9 +249,11 @@ def reduce_scenarios(scenarios: ScenarioSet, k: int, method: str = "forward", fe
     if method not in ("forward", "kmedoids"):
         raise ScenarioError(f"method must be 'forward' or 'kmedoids', got {method!r}")
     if features is None:
-        features = scenarios.values.permute(1, 0, 2).reshape(S, -1)
-    elif features.ndim != 2 or features.shape[0] != S:
-        raise ScenarioError(f"features must be [scenarios, dims] = [{S}, D], got shape {tuple(features.shape)}")
+        features = scenarios.values.permute(1, 0, 2).reshape(S, -1)  # finite: a ScenarioSet checks
+    else:
+        _check_rows(features, "features", S, "dims")  # before merging duplicates, in the set's positions
+    if match is not None:
+        _check_rows(match, "match features", S, "features")  # before the selection, not after it
     features = features.cpu()
     p_all = scenarios.weights.cpu().double()
     # exact duplicates are merged first (their weights added): a set of copies collapses to its
@@ -258,8 +270,6 @@ def reduce_scenarios(scenarios: ScenarioSet, k: int, method: str = "forward", fe
     if match is None:
         red = Reduction(first[kept], q, assignment[inverse], transport, energy_distance(dist, p, kept, q), method)
         return red.apply(scenarios), red
-    if match.ndim != 2 or match.shape[0] != S:
-        raise ScenarioError(f"match must be [scenarios, features] = [{S}, F], got shape {tuple(match.shape)}")
     w, err = match_weights(match, p_all, first[kept], q, match_ridge)
     red = Reduction(first[kept], w, assignment[inverse], transport_distance(dist[:, kept], p, w),
                     energy_distance(dist, p, kept, w), f"{method}+match", q, err)

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .core import ScenarioError, ScenarioSet, weighted_quantile
+from .core import ScenarioError, ScenarioSet, name_series, weighted_quantile
 from .export import ScenarioStream
 
 __all__ = [
@@ -41,6 +41,9 @@ class Simulator(Protocol):
     - ``simulate(demand, policy)``: ``demand`` ``[N, S, H]`` (series, scenarios, steps, one chunk of
       scenarios at a time) -> ``{kpi: [S]}``
     - optional ``higher_is_worse``: ``{kpi: bool}``, the tail CVaR looks at (default True: costs)
+    - optional ``check_demand(demand, item_ids)``: raise a :class:`ScenarioError` naming the series
+      (``item_ids`` ``[N]``) whose demand ``[N, S, H]`` the simulator cannot take; :func:`run_policy`
+      and :func:`kpi_features` call it on the whole set before simulating
     """
 
     kpis: tuple[str, ...]
@@ -76,6 +79,12 @@ class KPIReport:
     def mean(self, kpi: str) -> float:
         return float(self.summary.loc[kpi, "mean"])
 
+    def __repr__(self) -> str:
+        # values hold one number per scenario and KPI (thousands): shapes and the summary only
+        S = self.weights.shape[0]
+        return (f"KPIReport({len(self.values)} KPIs x {S} scenarios: values {{kpi: [{S}]}}, weights [{S}])\n"
+                f"{self.summary.to_string(float_format=lambda x: f'{x:.6g}')}")
+
 
 def run_policy(simulator: Simulator, scenarios: ScenarioSet | ScenarioStream, policy,
                quantiles: Sequence[float] = (0.05, 0.5, 0.95), alpha: float = 0.95,
@@ -86,10 +95,15 @@ def run_policy(simulator: Simulator, scenarios: ScenarioSet | ScenarioStream, po
     if not isinstance(simulator, Simulator):
         raise ScenarioError(f"{type(simulator).__name__} does not implement the Simulator protocol "
                             "(a `kpis` attribute and a `simulate(demand, policy)` method)")
+    check = getattr(simulator, "check_demand", None)
+    if check is not None and isinstance(scenarios, ScenarioSet):
+        check(scenarios.values, scenarios.item_ids)  # once on the whole set: every culprit named
     stream = scenarios if isinstance(scenarios, ScenarioStream) else ScenarioStream.from_set(scenarios, chunk_size)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in simulator.kpis}
     weights = []
     for chunk in tqdm(stream, disable=not progress, desc="simulate", leave=False):
+        if check is not None and isinstance(scenarios, ScenarioStream):
+            check(chunk.values, stream.item_ids)
         out = simulator.simulate(chunk.values, policy)
         s = chunk.values.shape[1]
         for k in simulator.kpis:
@@ -132,6 +146,9 @@ def kpi_features(simulator: Simulator, scenarios: ScenarioSet, policy, groups,
     unknown = [k for k in kpis if k not in simulator.kpis]
     if unknown or not kpis:
         raise ScenarioError(f"kpis must be a non-empty subset of the simulator's {simulator.kpis}, got {list(kpis)}")
+    check = getattr(simulator, "check_demand", None)
+    if check is not None:
+        check(scenarios.values, scenarios.item_ids)  # the per-group runs below see positions, not ids
     cols = []
     # one simulation per group, batched over the group's series and every scenario
     for g in pd.unique(labels):
@@ -190,10 +207,12 @@ def newsvendor_features(scenarios: ScenarioSet, levels: torch.Tensor, periods: i
 
 def protection_demand(demand: torch.Tensor, periods: int) -> torch.Tensor:
     """Demand over the ``periods`` steps starting at each step: ``[..., H]`` -> ``[..., H]``; windows
-    that run past the horizon are cut at its end (the simulation ends there too)."""
-    if periods < 1:
-        raise ScenarioError(f"periods must be >= 1, got {periods}")
+    that run past the horizon are cut at its end (the simulation ends there too). ``periods`` must
+    lie in ``[1, H]``: a longer interval would be cut at every step."""
     H = demand.shape[-1]
+    if not 1 <= periods <= H:
+        raise ScenarioError(f"a protection interval of {periods} steps (periods, or lead_time + review_period) "
+                            f"must be between 1 and the horizon ({H} steps)")
     cs = torch.nn.functional.pad(demand.double().cumsum(-1), (1, 0))
     hi = (torch.arange(H, device=demand.device) + periods).clamp_max(H)
     return (cs[..., hi] - cs[..., :H]).to(demand.dtype)
@@ -270,19 +289,29 @@ class InventorySimulator:
             raise ScenarioError("base_stock has non-finite levels")
         return b
 
-    def simulate(self, demand: torch.Tensor, base_stock) -> dict[str, torch.Tensor]:
-        """``demand`` ``[N, S, H]`` -> ``{kpi: [S]}`` (see the class docstring)."""
+    def check_demand(self, demand: torch.Tensor, item_ids: Sequence | None = None) -> None:
+        """Raise when ``demand`` ``[N, S, H]`` is not finite, or negative under ``negative_demand="raise"``,
+        naming the series by ``item_ids`` ``[N]`` (by position when None)."""
         if demand.ndim != 3:
             raise ScenarioError(f"demand must be [series, scenarios, steps], got shape {tuple(demand.shape)}")
+
+        def culprits(bad: torch.Tensor) -> str:  # bad [N, S, H]
+            rows = bad.flatten(1).any(1).cpu().numpy()
+            if item_ids is None:
+                return f"series at positions {np.nonzero(rows)[0][:5].tolist()} ({int(rows.sum())} series)"
+            return name_series(pd.Index(item_ids)[rows])
+
+        if not bool(torch.isfinite(demand).all()):
+            raise ScenarioError(f"non-finite demand for {culprits(~torch.isfinite(demand))}")
+        if self.negative_demand == "raise" and bool((demand < 0).any()):
+            raise ScenarioError(f"negative demand (returns) for {culprits(demand < 0)}; "
+                                "pass negative_demand='return' to put returns back in stock")
+
+    def simulate(self, demand: torch.Tensor, base_stock) -> dict[str, torch.Tensor]:
+        """``demand`` ``[N, S, H]`` -> ``{kpi: [S]}`` (see the class docstring)."""
+        self.check_demand(demand)
         N, S, H = demand.shape
         d_all = demand.double()
-        if not bool(torch.isfinite(d_all).all()):
-            bad = ~torch.isfinite(d_all).reshape(N, -1).all(1)
-            raise ScenarioError(f"non-finite demand for series at positions {bad.nonzero().squeeze(1)[:5].tolist()}")
-        if self.negative_demand == "raise" and bool((d_all < 0).any()):
-            bad = (d_all < 0).reshape(N, -1).any(1).nonzero().squeeze(1)
-            raise ScenarioError(f"negative demand (returns) for series at positions {bad[:5].tolist()}; "
-                                "pass negative_demand='return' to put returns back in stock")
         levels = self._levels(base_stock, N, S, H, demand.device).double()
         h = torch.as_tensor(self.holding_cost, dtype=torch.float64, device=demand.device)
         b = torch.as_tensor(self.shortage_cost, dtype=torch.float64, device=demand.device)

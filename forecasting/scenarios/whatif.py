@@ -159,8 +159,21 @@ def reforecast(model, panel: Panel, overrides: Sequence[CovariateOverride], num_
                seed: int | None = None) -> Forecast:
     """Sample paths ``[N, num_samples, H]`` of a fitted ``model`` (any
     :class:`forecasting.models.base.Model`) on ``panel`` with its known covariates overridden.
-    Compare with ``model.predict(panel, num_samples, seed)`` under the same seed to read the effect."""
-    return model.predict(override_covariates(panel, overrides), num_samples=num_samples, seed=seed)
+    Compare with ``model.predict(panel, num_samples, seed)`` under the same seed to read the effect.
+
+    Raises when the model tells (``model.used_known_covariates()``, a set of column names) that it
+    does not read an overridden column: the forecast would come back unchanged. A model whose method
+    returns None, or that has none, is trusted."""
+    changed = override_covariates(panel, overrides)
+    used_fn = getattr(model, "used_known_covariates", None)
+    used = used_fn() if callable(used_fn) else None
+    if used is not None:
+        unused = list(dict.fromkeys(ov.column for ov in overrides if ov.column not in used))
+        if unused:
+            uses = f"uses known covariates {sorted(used)}" if used else "uses no known covariates"
+            raise ScenarioError(f"{type(model).__name__} {uses}; overriding {', '.join(map(repr, unused))} "
+                                "would change nothing")
+    return model.predict(changed, num_samples=num_samples, seed=seed)
 
 
 # ---------------------------------------------------------------------- scenario shocks and stress

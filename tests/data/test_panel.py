@@ -198,3 +198,58 @@ def test_one_step_series_gets_a_flat_naive_forecast():
     df = pd.DataFrame({"item_id": ["a"], "timestamp": [pd.Timestamp("2020-01-03")], "target": [4.0]})
     p = Panel.from_long(df, freq="W-FRI")
     assert Naive().fit(p, 2).predict(p, 3).samples.tolist() == [[[4.0, 4.0]] * 3]
+
+
+def test_infinite_covariates_are_refused_naming_series_and_column():
+    df = long_frame()
+    df.loc[13, "price"] = np.inf  # series s1
+    with pytest.raises(PanelError, match=r"infinite values in known covariate 'price' of series 's1': e.g. inf at "
+                                         r"2020-01-24.*NaN"):
+        Panel.from_long(df, known_covariates=["price"], freq="W-FRI")
+    with pytest.raises(PanelError, match=r"infinite values in past covariate 'price' of series 's1'"):
+        Panel.from_long(df, past_covariates=["price"], freq="W-FRI")
+    df = long_frame()
+    df["size"] = np.where(df.item_id == "s2", -np.inf, df["size"])
+    with pytest.raises(PanelError, match=r"infinite values in static real 'size' of series 's2'"):
+        Panel.from_long(df, static_real=["size"], freq="W-FRI")
+
+
+def test_a_declared_frequency_finer_than_the_data_is_an_error():
+    weekly = long_frame(t=12)  # W-FRI data declared daily: 6 of 7 steps would be missing
+    with pytest.raises(PanelError, match=r"7 steps of freq 'D' apart.*'s0'.*6/7 missing.*looks like 'W-FRI'"):
+        Panel.from_long(weekly, freq="D")
+    daily = long_frame(freq="D", t=20)
+    daily = daily[~daily.timestamp.isin(pd.to_datetime(["2020-01-05", "2020-01-06", "2020-01-09"]))]
+    assert Panel.from_long(daily, freq="D").num_steps == 20  # days missing irregularly: a daily panel
+
+
+def test_mixed_time_zones_name_the_series():
+    df = long_frame(n=2, freq="h", start="2021-03-01")
+    stamps = list(df.timestamp)
+    stamps[:10] = [t.tz_localize("UTC") for t in stamps[:10]]
+    df["timestamp"] = pd.Series(stamps, dtype=object)
+    with pytest.raises(PanelError, match=r"time-zone-aware and naive timestamps mixed.*aware in series 's0', "
+                                         r"naive in series 's1'"):
+        Panel.from_long(df, freq="h")
+
+
+def test_from_gluonts_keeps_weekly_dates_and_refuses_repeated_ids():
+    from gluonts.dataset.common import ListDataset
+    ds = ListDataset([{"start": "2024-01-05", "target": np.arange(10.0), "item_id": "x",
+                       "feat_dynamic_real": [np.arange(12.0)]}], freq="W-FRI")
+    p = Panel.from_gluonts(ds)
+    assert p.freq == "W-FRI" and p.index[0] == pd.Timestamp("2024-01-05")  # the Friday given, not the Saturday before
+    assert p.known_index[-1] == pd.Timestamp("2024-03-22") and p.future_known(2)[0, :, 0].tolist() == [10.0, 11.0]
+    twice = ListDataset([{"start": "2024-01-05", "target": np.arange(5.0), "item_id": "x"}] * 2, freq="W-FRI")
+    with pytest.raises(PanelError, match=r"item_id 'x' names more than one entry"):
+        Panel.from_gluonts(twice)
+
+
+def test_window_select_keeps_truth_mask_and_cutoffs_of_the_chosen_series():
+    df = long_frame(n=3, t=12)
+    w = Panel.from_long(df, freq="W-FRI").windows(horizon=2)[0]
+    sub = w.select(w.train.item_ids.isin(["s2", "s0"]))
+    assert list(sub.train.item_ids) == ["s0", "s2"] and sub.target.tolist() == [[10.0, 11.0], [34.0, 35.0]]
+    assert sub.cutoff.tolist() == [10, 10] and sub.mask.all() and sub.index == w.index
+    with pytest.raises(PanelError, match="holds no series"):
+        w.select(w.train.item_ids.isin(["zz"]))

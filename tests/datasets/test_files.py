@@ -46,6 +46,26 @@ def test_corrupt_file_is_refused(data_dir, tmp_path):
         load("traffic_weekly", data_dir=tmp_path, download=False)
 
 
+def test_unreadable_file_without_checksum_check_names_the_file(data_dir, tmp_path):
+    spec = get_spec("traffic_weekly")
+    copy_spec_files(spec, data_dir, tmp_path)
+    for src in spec.files:
+        (tmp_path / spec.folder / src.name).write_bytes(b"\x00garbage\xff" * 3)
+    with pytest.raises(DatasetError, match=r"dataset 'traffic_weekly': could not read .*traffic_weekly.*"
+                                           r"load with verify=True"):
+        load("traffic_weekly", data_dir=tmp_path, download=False, verify=False)
+
+
+def test_a_data_directory_that_does_not_exist_is_named_not_created(tmp_path, monkeypatch):
+    missing = tmp_path / "typo"
+    with pytest.raises(DatasetError, match=r"the data directory .*typo \(data_dir=\) does not exist"):
+        load("car_parts", data_dir=missing)
+    monkeypatch.setenv("FORECASTING_DATA", str(missing))
+    with pytest.raises(DatasetError, match=r"typo \(\$FORECASTING_DATA\) does not exist"):
+        load("car_parts")
+    assert not missing.exists()
+
+
 def test_missing_file_is_named(data_dir, tmp_path):
     spec = get_spec("ausgrid")
     copy_spec_files(spec, data_dir, tmp_path)

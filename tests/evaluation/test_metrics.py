@@ -137,6 +137,11 @@ def test_shape_mismatch_is_a_clear_error():
         M.wql(torch.zeros(2, 9, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="mask shape"):
         M.crps(torch.zeros(2, 5, 3), torch.zeros(2, 3), torch.ones(3, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"samples shape \(5, 4\) does not match truth shape \(5, 4\): samples are "
+                                         r"\[\.\.\., S, H\]"):
+        M.crps(torch.rand(5, 4), torch.rand(5, 4))
+    with pytest.raises(ValueError, match=r"scale shape \(3,\) must be \[N\] = \(2,\)"):
+        M.mase(torch.zeros(2, 4), torch.zeros(2, 4), torch.ones(3))
 
 
 def test_undefined_denominators_and_bad_forecasts_give_nan_not_a_number_that_looks_fine():

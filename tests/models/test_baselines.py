@@ -78,6 +78,9 @@ def test_same_seed_same_samples_and_unfitted_is_an_error():
         Naive().predict(p)
     with pytest.raises(ValueError, match="season must be >= 1"):
         SeasonalNaive(0)
+    for model in (m, GaussianNaive().fit(p, 6), EmpiricalRecent(12).fit(p, 6)):
+        with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
+            model.predict(p, 0)
 
 
 def test_save_load_roundtrip(tmp_path):

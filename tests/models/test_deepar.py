@@ -68,6 +68,14 @@ def test_same_seed_trains_the_same_model():
         assert torch.equal(p, q)
 
 
+def test_used_known_covariates_name_what_predict_reads(fitted):
+    model, panel, _ = fitted
+    assert model.used_known_covariates() == {"promo"}
+    off = DeepAR(use_known_covariates=False, max_epochs=1, validation=False, **FAST).fit(panel, 12)
+    assert off.used_known_covariates() == frozenset()
+    assert SeasonalNaive(12).fit(panel, 12).used_known_covariates() == frozenset()
+
+
 def test_known_promotion_effect_shows_in_the_forecast_mean():
     panel, _, promo = nb_panel(n=60, promo_effect=1.5, seed=1)
     model = DeepAR(likelihood="negbin", max_epochs=15, validation=False, **FAST).fit(panel, 12)
@@ -511,3 +519,22 @@ def test_a_process_dying_at_shutdown_after_training_keeps_the_saved_weights(monk
     monkeypatch.setattr(distributed.mp, "spawn", spawn_that_dies_in_training)
     with pytest.raises(distributed.mp.ProcessExitedException):
         distributed.spawn_fit(model, pt, 6, 0)
+
+
+def test_validation_on_series_shorter_than_the_horizon_is_a_clear_error():
+    panel, _, _ = nb_panel(n=4, t=30)
+    short = panel.truncate(torch.full((4,), 5))
+    with pytest.raises(PanelError, match=r"validation=True holds out each series' last 6 steps.*longest has 5 observed"):
+        DeepAR(use_known_covariates=False, **FAST).fit(short, 6)
+    mixed = panel.truncate(torch.tensor([5, 30, 30, 30]))
+    with pytest.warns(UserWarning, match=r"series 's0' have no observed value before their last 6 steps"):
+        DeepAR(use_known_covariates=False, max_epochs=1, **FAST).fit(mixed, 6)
+
+
+def test_an_epoch_cut_short_by_the_time_limit_averages_the_batches_it_ran():
+    panel, _, _ = nb_panel(n=8, t=40)
+    cut = DeepAR(max_epochs=1, validation=False, time_limit=1e-9, **FAST).fit(panel, 6)
+    entry = cut.train_["train"]["history"][0]
+    assert entry["batches"] == 1  # the first batch always runs
+    one = DeepAR(max_epochs=1, validation=False, **{**FAST, "batches_per_epoch": 1}).fit(panel, 6)
+    assert entry["train_loss"] == pytest.approx(one.train_["train"]["history"][0]["train_loss"], rel=1e-6)

@@ -90,6 +90,9 @@ def test_changed_covariates_move_the_forecast(fitted):
     on = model.predict(dataclasses.replace(panel, known=known), 200, seed=1).mean()
     off = model.predict(dataclasses.replace(panel, known=known_off), 200, seed=1).mean()
     assert (on - off).mean().item() == pytest.approx(2.0, rel=0.2)
+    assert model.used_known_covariates() == {"promo"}  # what a what-if may change
+    plain = StateSpace(likelihood="normal", trend=False, seasonal=False, num_steps=2).fit(panel, 12)
+    assert plain.used_known_covariates() == frozenset()  # covariates=None: none, whatever the panel holds
 
 
 def test_same_seed_same_samples_and_save_load_roundtrip(fitted, tmp_path):

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -257,3 +259,13 @@ def test_copula_sees_no_dependence_between_independent_intermittent_series():
     cop = GaussianCopula(rank=3, temporal=False).fit(panel, 7)
     off = cop.correlation()[~torch.eye(n, dtype=torch.bool)]
     assert abs(float(off.mean())) < 0.05, float(off.mean())
+
+
+def test_copula_warns_when_the_rank_is_lowered_to_what_the_history_holds(panel_truth):
+    panel, _ = panel_truth  # 12 series
+    with pytest.warns(UserWarning, match=r"rank 500 lowered to 12: the correlation of 12 series"):
+        cop = GaussianCopula(rank=500).fit(panel, 6)
+    assert cop.rank_ == 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert GaussianCopula(rank=3).fit(panel, 6).rank_ == 3

@@ -119,3 +119,17 @@ def test_nested_levels_summed_from_the_level_below_equal_direct_sums(panel_truth
         got = hier.aggregate(x)
         for lv in hier.levels:
             assert torch.allclose(got[lv], hier.aggregate_level(x, lv), atol=1e-12)
+
+
+def test_level_metrics_is_nan_for_a_level_with_no_observed_point(panel_truth):
+    panel, truth = panel_truth
+    sc = ScenarioSet.from_forecast(make_forecast(panel, samples=50))
+    hier = Hierarchy.from_panel(panel, ["store", "region"])
+    mask = torch.ones_like(truth, dtype=torch.bool)
+    mask[0] = False  # series x0 (store s0, region r0) has no truth: the total never is complete
+    lm = level_metrics(sc, hier, truth, mask)
+    assert lm.loc["total", "points"] == 0
+    scores = ["crps", "scaled_crps", "wql", "coverage_50", "coverage_80", "coverage_95"]
+    assert lm.loc["total", scores].isna().all()
+    assert np.isfinite(lm.loc[["bottom", "store", "region"], scores].to_numpy()).all()
+    assert (lm.loc[["bottom", "store", "region"], "points"] > 0).all()

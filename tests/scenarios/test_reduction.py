@@ -117,3 +117,20 @@ def test_transport_distance_is_the_nearest_assignment_for_its_own_weights():
     _, red = reduce_scenarios(sc, 5)
     d = torch.cdist(x, x[red.indices])
     assert transport_distance(d, p, red.weights) == pytest.approx(red.transport, rel=1e-6)
+
+
+def test_non_finite_features_name_the_scenarios():
+    g = torch.Generator().manual_seed(0)
+    sc = scen(torch.randn(3, 10, 4, generator=g))
+    feats = torch.randn(10, 3, generator=g)
+    feats[[3, 7], 1] = float("nan")
+    with pytest.raises(ScenarioError, match=r"features hold non-finite values in scenarios \[3, 7\] \(2 of 10"):
+        reduce_scenarios(sc, 4, features=feats)
+    with pytest.raises(ScenarioError, match=r"features hold non-finite values in scenarios \[0, 1, .*, 9, \.\.\.\] \(12 of 12"):
+        scenario_distances(torch.full((12, 2), float("inf")))
+    match = torch.randn(10, 2, generator=g)
+    match[2, 0] = float("inf")
+    with pytest.raises(ScenarioError, match=r"match features hold non-finite values in scenarios \[2\] \(1 of 10"):
+        reduce_scenarios(sc, 4, match=match)
+    with pytest.raises(ScenarioError, match=r"match features hold non-finite values in scenarios \[2\]"):
+        match_weights(match, sc.weights, torch.tensor([0, 1]), torch.tensor([0.5, 0.5], dtype=torch.float64))

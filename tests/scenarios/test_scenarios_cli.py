@@ -122,3 +122,25 @@ def test_history_names_series_as_the_forecast_does_when_ids_match_only_as_string
     assert hist.item_ids.tolist() == ["1", "2", "3"]
     out = make_dependence("schaake").fit(hist, fc.horizon).apply(fc.samples, seed=0, item_ids=fc.item_ids)
     assert out.shape == fc.samples.shape
+
+
+def test_help_is_for_users_and_shows_defaults():
+    parser = argparse.ArgumentParser(prog="forecasting")
+    sub = parser.add_subparsers(dest="command", required=True)
+    text = add_parser(sub).format_help()
+    assert "Forecast.save" in text and "example:" in text
+    assert ":func:" not in text and "add_parser" not in text
+    for default in ("(default: schaake)", "(default: level)", "(default: 10)", "(default: forward)", "(default: 0)"):
+        assert default in " ".join(text.split()), default
+
+
+def test_crossed_levels_need_the_crossed_flag(saved_forecast, data_dir, tmp_path, capsys):
+    _, path = saved_forecast
+    argv = [str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--method", "independent",
+            "--hierarchy", "Store", "--hierarchy", "Dept", "--format", "pt", "--out", str(tmp_path), "--no-progress"]
+    assert run(parse(*argv)) == 2
+    err = capsys.readouterr().err
+    assert "is not nested in 'Dept'" in err and "pass --crossed" in err and "nested=False" not in err
+    assert run(parse(*argv, "--crossed")) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["hierarchy"]["Store"] == 2 and summary["hierarchy"]["Dept"] > 2

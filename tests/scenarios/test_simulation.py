@@ -6,6 +6,7 @@ from forecasting.scenarios import (
     InventorySimulator,
     ScenarioError,
     ScenarioSet,
+    ScenarioStream,
     Simulator,
     base_stock_levels,
     cvar,
@@ -152,3 +153,48 @@ def test_newsvendor_features_by_hand_and_by_group():
     assert zb.shape[1] == int((by.std(0) > 0).sum())
     with pytest.raises(ScenarioError, match="levels"):
         newsvendor_features(sc, torch.zeros(2, 2), 2)
+
+
+def test_negative_demand_errors_name_the_series_and_count_them():
+    g = torch.Generator().manual_seed(0)
+    demand = torch.rand(9, 20, 4, generator=g) * 10
+    demand[[1, 2, 4, 6, 7, 8], 3, 1] = -1.0  # returns in 6 of the 9 series, one scenario
+    sc = ScenarioSet(demand, torch.full((20,), 1 / 20, dtype=torch.float64),
+                     pd.Index([f"{i}_{i + 50}" for i in range(9)]), pd.DatetimeIndex(["2021-01-01"] * 9), "D")
+    sim = InventorySimulator(lead_time=1)
+    levels = base_stock_levels(sc, 1)
+    named = r"negative demand \(returns\) for series '1_51', '2_52', '4_54', '6_56', '7_57', \.\.\. \(6 series\); pass negative_demand='return'"
+    with pytest.raises(ScenarioError, match=named):
+        run_policy(sim, sc, levels)
+    with pytest.raises(ScenarioError, match=named):
+        run_policy(sim, ScenarioStream.from_set(sc, 8), levels)
+    with pytest.raises(ScenarioError, match=named):
+        kpi_features(sim, sc, levels, groups=["a", "b", "c"] * 3)
+    # a simulator called on a bare tensor has no ids: positions, and the count
+    with pytest.raises(ScenarioError, match=r"series at positions \[1, 2, 4, 6, 7\] \(6 series\)"):
+        sim.simulate(demand, levels)
+    with pytest.raises(ScenarioError, match=r"non-finite demand for series '0_50' \(1 series\)"):
+        sim.check_demand(torch.where(torch.arange(9)[:, None, None] == 0, torch.nan, demand.abs()), sc.item_ids)
+    assert run_policy(InventorySimulator(lead_time=1, negative_demand="return"), sc, levels).mean("demand") > 0
+
+
+def test_a_protection_interval_longer_than_the_horizon_is_an_error():
+    sc = ScenarioSet(torch.ones(2, 3, 4), torch.full((3,), 1 / 3, dtype=torch.float64), pd.Index(["a", "b"]),
+                     pd.DatetimeIndex(["2021-01-01"] * 2), "D")
+    levels = torch.ones(2, 4)
+    assert newsvendor_features(sc, levels, 4).shape == (3, 3)
+    for periods in (5, 500, 0):
+        with pytest.raises(ScenarioError, match=r"protection interval of -?\d+ steps .* between 1 and the horizon \(4 steps\)"):
+            newsvendor_features(sc, levels, periods)
+    with pytest.raises(ScenarioError, match="lead_time \\+ review_period"):
+        base_stock_levels(sc, lead_time=4, review_period=1)
+
+
+def test_kpi_report_repr_is_compact():
+    sc = ScenarioSet(torch.rand(3, 1000, 5) * 10, torch.full((1000,), 1e-3, dtype=torch.float64),
+                     pd.Index(["a", "b", "c"]), pd.DatetimeIndex(["2021-01-01"] * 3), "D")
+    report = run_policy(InventorySimulator(lead_time=1), sc, base_stock_levels(sc, 1))
+    text = repr(report)
+    assert text.startswith("KPIReport(7 KPIs x 1000 scenarios")
+    assert "tensor(" not in text and len(text.splitlines()) <= 3 + 7  # header, column and index names, a row per KPI
+    assert "total_cost" in text and f"{report.mean('total_cost'):.6g}" in text

@@ -110,3 +110,45 @@ def test_reforecast_with_a_promotion_through_deepar():
     in_s0 = np.array([i % 3 == 0 for i in range(16)])
     assert torch.equal(s0.samples[~in_s0], base.samples[~in_s0])
     assert float((s0.mean()[in_s0] - base.mean()[in_s0]).mean()) > 20
+
+
+class _Reads:
+    """A fitted model that says which known covariates it reads (None: it cannot tell)."""
+
+    def __init__(self, used):
+        self.used, self.calls = used, 0
+
+    def used_known_covariates(self):
+        return self.used
+
+    def predict(self, panel, num_samples=100, seed=None):
+        self.calls += 1
+        return make_forecast(panel, samples=num_samples, seed=0 if seed is None else seed)
+
+
+class SeasonalNaive(_Reads):
+    pass
+
+
+class StateSpace(_Reads):
+    pass
+
+
+def test_reforecast_refuses_an_override_the_model_does_not_read(panel_truth):
+    panel, _ = panel_truth
+    promo = [CovariateOverride("promo", value=1.0)]
+    with pytest.raises(ScenarioError, match="SeasonalNaive uses no known covariates; overriding 'promo' would change nothing"):
+        reforecast(SeasonalNaive(frozenset()), panel, promo, num_samples=5)
+    with pytest.raises(ScenarioError, match=r"StateSpace uses known covariates \['x'\]; overriding 'promo' would"):
+        reforecast(StateSpace(frozenset({"x"})), panel, promo + [CovariateOverride("promo", multiplier=2.0)], 5)
+    # an unknown column is still reported as unknown, whatever the model reads
+    with pytest.raises(ScenarioError, match="unknown covariate 'price'"):
+        reforecast(SeasonalNaive(frozenset()), panel, [CovariateOverride("price", value=1.0)], 5)
+    reads = StateSpace(frozenset({"promo"}))
+    assert reforecast(reads, panel, promo, num_samples=5).samples.shape == (12, 5, 6) and reads.calls == 1
+    # a model that cannot tell (None), or has no such method, is trusted
+    unsure = _Reads(None)
+    reforecast(unsure, panel, promo, num_samples=5)
+    assert unsure.calls == 1
+    legacy = type("Legacy", (), {"predict": lambda self, panel, num_samples, seed: make_forecast(panel, num_samples)})()
+    assert reforecast(legacy, panel, promo, num_samples=5).samples.shape == (12, 5, 6)

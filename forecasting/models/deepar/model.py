@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from typing import Sequence
 
 import pandas as pd
 import torch
 import torch.distributed as dist
 
-from ...data.panel import Panel, PanelError
+from ...data.panel import Panel, PanelError, _names
 from ...forecast import Forecast
 from ..base import Model, check_nonnegative, floor_rows, resolve_device
 from .features import calendar_features, fit_features
@@ -240,7 +241,20 @@ class DeepAR(Model):
         are scored), but each series' scale and seasonal profiles (its own and its group's) from
         the history before them only, so early stopping scores what a forecast from there could
         know."""
-        cut = panel.truncate(panel.end - horizon)
+        steps = torch.arange(panel.num_steps, device=panel.device)
+        before = (panel.observed & (steps[None, :] < (panel.end - horizon)[:, None])).any(1)
+        if not bool(before.any()):
+            longest = int(panel.lengths.max())
+            raise PanelError(
+                f"validation=True holds out each series' last {horizon} steps (the horizon) to choose the "
+                f"number of epochs, but no series has an observed value before them (the longest has {longest} "
+                f"observed values, e.g. series {panel.item_ids[int(panel.lengths.argmax())]!r}); pass "
+                "validation=False, or give the series more history")
+        if not bool(before.all()):
+            warnings.warn(f"series {_names(panel.item_ids[(~before).cpu().numpy()])} have no observed value before "
+                          f"their last {horizon} steps: the validation phase (validation=True) learns from the "
+                          "other series only", UserWarning, stacklevel=3)
+        cut = panel.truncate((panel.end - horizon).clamp(min=0))
         scale = _history(cut)[2]
         profile = None
         if pt.profile is not None:
@@ -291,6 +305,11 @@ class DeepAR(Model):
             info["train"] = res.__dict__
         info["processes"] = world.size
         return net, info
+
+    def used_known_covariates(self) -> frozenset[str]:
+        """The panel's known covariates at fit (all of them, unless ``use_known_covariates=False``)."""
+        self._check_fitted()
+        return frozenset(self.features_.known_names)
 
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         H = self._check_fitted()

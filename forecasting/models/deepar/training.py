@@ -302,7 +302,9 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
     net.train()
     for epoch in bar:
         run = torch.zeros((), device=dev)  # summed on the device: no host sync per step
+        batches = 0
         for _ in range(cfg.batches_per_epoch):  # optimizer steps are sequential by nature
+            batches += 1
             rows = torch.randint(0, N, (cfg.batch_size,), generator=gen, device=dev)
             t_end = lo[rows] + (torch.rand(cfg.batch_size, generator=gen, device=dev) * span[rows]).long()
             rows, t_end = world.shard(rows), world.shard(t_end)
@@ -326,7 +328,9 @@ def train(net: DeepARNetwork, pt: PanelTensors, limit: torch.Tensor, cfg: TrainC
             if _out_of_time(cfg, t0, world):
                 break
         res.epochs = epoch + 1
-        entry = {"epoch": epoch + 1, "train_loss": float(run) / cfg.batches_per_epoch}
+        entry = {"epoch": epoch + 1, "train_loss": float(run) / batches}  # the batches run: the time limit may cut one short
+        if batches < cfg.batches_per_epoch:
+            entry["batches"] = batches
         if val is not None:
             v = (forecast_crps(net, val, cfg, world=world) if cfg.val_metric == "crps"
                  else validation_loss(net, val, cfg, world=world))

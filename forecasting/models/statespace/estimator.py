@@ -223,6 +223,11 @@ class StateSpace(Model):
                 done += k
         return {s: torch.cat(v, 0) for s, v in out.items()}
 
+    def used_known_covariates(self) -> frozenset[str]:
+        """The covariates chosen by ``covariates`` (none by default; holidays come from the calendar)."""
+        self._check_fitted()
+        return frozenset(self.covariates_.names)
+
     def predict(self, panel: Panel | None = None, num_samples: int = 100, seed: int | None = None) -> Forecast:
         """Sample paths ``[N, num_samples, horizon]`` after each series' end.
 
