@@ -54,8 +54,9 @@ ANCHORS: dict[str, tuple[Anchor, ...]] = {
     "walmart": (
         _fev("Seasonal Naive (fev, seasonality 1)", "walmart", 0.3075011099, 1.5240930953, 0.1967352033,
              _C_020F, "seasonal_naive.csv", "gaussian_naive / naive_point",
-             "WQL from Gaussian sigma*sqrt(h) quantiles (our gaussian_naive); MASE and WAPE of the point forecast "
-             "(our naive_point)"),
+             "season 1 makes it a naive forecast: its WQL comes from Gaussian sigma*sqrt(h) quantiles (our "
+             "gaussian_naive), its MASE and WAPE from the point forecast (our naive_point); our seasonal_naive "
+             "(season 52, bootstrapped) is another method"),
         _fev("AutoETS (statsforecast)", "walmart", 119300400139.46916, 1.7226801126, 0.2950883508,
              _C_020F, "autoets.csv", "autoets", "WQL diverged in fev's run (a few series blow up)"),
         _fev("AutoARIMA (statsforecast)", "walmart", 0.1319843981, 1.2473824838, 0.1595972031,

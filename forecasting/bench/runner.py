@@ -378,8 +378,8 @@ def _run_cell(ds, window, c: PlannedCell, num_samples: int, options: dict, devic
 
 
 RESULT_COLUMNS = ["dataset", "model", "window", "seed", "num_series", "num_samples", "horizon", "wql", "crps",
-                  "scaled_crps", "mase", "wape", "coverage_50", "coverage_80", "coverage_95", "interval_score_80",
-                  "observed_points", "fit_seconds", "predict_seconds", "peak_rss_mb", "error"]
+                  "scaled_crps", "mase", "wape", "coverage_50", "coverage_80", "coverage_95", "pit_coverage_80",
+                  "interval_score_80", "observed_points", "fit_seconds", "predict_seconds", "peak_rss_mb", "error"]
 
 
 def results_frame(records: list[dict]) -> pd.DataFrame:

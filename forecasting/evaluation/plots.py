@@ -35,6 +35,7 @@ __all__ = [
     "plot_coverage",
     "plot_crps_by_step",
     "plot_fan",
+    "plot_forecast",
     "plot_pit",
 ]
 
@@ -185,6 +186,54 @@ def plot_fan(diags: Mapping[str, dict], path, title: str = "") -> Path:
                 ax.set_ylabel(f["item_id"], fontsize=7)
     fig.suptitle(title or "fan charts (steps from the cutoff; bands 50% and 90%)", fontsize=9)
     return _save(fig, path)
+
+
+def plot_forecast(forecast: Forecast, item_ids, panel=None, window: Window | None = None, history: int | None = None,
+                  path=None, title: str = ""):
+    """Fan charts of the named series of one forecast, on dates: 90 % and 50 % bands and the
+    median, with the series' history from ``panel`` (or ``window.train``) and the truth from
+    ``window`` when given. ``history``: steps of history shown (default 4 horizons). Returns the
+    matplotlib Figure; with ``path``, also writes it as a PNG (atomically) and closes it."""
+    plt = _pyplot()
+    ids = [item_ids] if isinstance(item_ids, str) or np.ndim(item_ids) == 0 else list(item_ids)
+    if not ids:
+        raise ValueError("item_ids names no series")
+    unknown = [i for i in ids if i not in set(forecast.item_ids)]
+    if unknown:
+        raise ValueError(f"series {unknown[:5]} are not in the forecast ({forecast.num_series} series)")
+    panel = window.train if panel is None and window is not None else panel
+    H = forecast.horizon
+    history = 4 * H if history is None else history
+    rows = forecast.item_ids.get_indexer(ids)
+    q = forecast.quantile([0.05, 0.25, 0.5, 0.75, 0.95])[torch.as_tensor(rows)].cpu().numpy()  # [n, 5, H]
+    stamps = forecast.timestamps().to_numpy().reshape(forecast.num_series, H)
+    fig, axes = plt.subplots(len(ids), 1, figsize=(8, 2.4 * len(ids)), squeeze=False, layout="constrained")
+    for k, (ax, item) in enumerate(zip(axes[:, 0], ids)):
+        t = stamps[rows[k]]
+        if panel is not None and item in set(panel.item_ids):
+            p = panel.item_ids.get_loc(item)
+            end = int(panel.end[p])
+            lo = max(0, end - history)
+            y = panel.target[p, lo:end].cpu().numpy().astype(float)
+            y[~panel.observed[p, lo:end].cpu().numpy()] = np.nan
+            ax.plot(panel.index[lo:end], y, color="0.3", lw=0.9, label="history")
+        ax.fill_between(t, q[k, 0], q[k, 4], color="tab:blue", alpha=0.2, lw=0, label="90 %")
+        ax.fill_between(t, q[k, 1], q[k, 3], color="tab:blue", alpha=0.35, lw=0, label="50 %")
+        ax.plot(t, q[k, 2], color="tab:blue", lw=1.2, label="median")
+        if window is not None and item in set(window.train.item_ids):
+            w = window.train.item_ids.get_loc(item)
+            truth = window.target[w].cpu().numpy().astype(float)
+            truth[~window.mask[w].cpu().numpy()] = np.nan
+            ax.plot(t[: len(truth)], truth[:H], color="black", lw=0.9, marker=".", ms=3, label="truth")
+        ax.set_title(str(item), fontsize=9)
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=7, ncol=5, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if path is not None:
+        _save(fig, path)
+    return fig
 
 
 def _grid(n: int, cols: int = 4):

@@ -98,3 +98,17 @@ def test_mismatched_forecast_is_an_error():
     short = fc.Forecast(f.samples[:, :, :2], f.item_ids, f.start, f.freq)
     with pytest.raises(ValueError, match="does not match the window's truth"):
         diagnostics(short, window)
+
+
+def test_plot_forecast_draws_the_named_series_on_dates(tmp_path):
+    from forecasting.evaluation.plots import plot_forecast
+    window, forecast = _window_and_forecast(N=20, S=50)
+    fig = plot_forecast(forecast, ["s3", "s7"], window=window, path=tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 1000 and len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert ax.get_title() == "s3" and {t.get_text() for t in ax.get_legend().get_texts()} == \
+        {"history", "90 %", "50 %", "median", "truth"}
+    median = [ln for ln in ax.get_lines() if ln.get_label() == "median"][0].get_ydata()
+    np.testing.assert_allclose(median, forecast.median()[3].numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"series \['nope'\] are not in the forecast"):
+        plot_forecast(forecast, "nope")
