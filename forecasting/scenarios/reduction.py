@@ -95,7 +95,13 @@ def transport_distance(dist: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> 
     a = coo_matrix((torch.ones(2 * S * K).numpy(), (torch.cat([rows, S + cols]).numpy(), torch.cat([var, var]).numpy())),
                    shape=(S + K, S * K))
     b = torch.cat([p.double(), q.double() * p.double().sum() / q.double().sum()]).numpy()
-    res = linprog(dist.double().reshape(-1).numpy(), A_eq=a.tocsr(), b_eq=b, bounds=(0, None), method="highs")
+    # the S + K constraints are rank S + K - 1 (both sides ship the same mass): with the redundant
+    # row left in, HiGHS' presolve can call a feasible problem infeasible when some weights are
+    # tiny (seen with matched weights down to 4e-9); without it, and without presolve as a fallback
+    cost, a = dist.double().reshape(-1).numpy(), a.tocsr()[:-1]
+    res = linprog(cost, A_eq=a, b_eq=b[:-1], bounds=(0, None), method="highs")
+    if res.status == 2:
+        res = linprog(cost, A_eq=a, b_eq=b[:-1], bounds=(0, None), method="highs", options={"presolve": False})
     if res.status != 0:
         raise ScenarioError(f"the transport problem failed: {res.message}")
     return float(res.fun)

@@ -134,3 +134,23 @@ def test_non_finite_features_name_the_scenarios():
         reduce_scenarios(sc, 4, match=match)
     with pytest.raises(ScenarioError, match=r"match features hold non-finite values in scenarios \[2\]"):
         match_weights(match, sc.weights, torch.tensor([0, 1]), torch.tensor([0.5, 0.5], dtype=torch.float64))
+
+
+def test_transport_distance_survives_tiny_weights_that_fool_the_lp_presolve():
+    """A 50 x 50 transport problem from walmart's matched reduction (distances rounded): with the
+    redundant mass constraint kept, HiGHS' presolve called it infeasible (matched weights down to
+    4e-9)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from forecasting.scenarios.reduction import transport_distance
+    data = np.load(Path(__file__).parent / "data" / "transport_presolve_infeasible.npz")
+    dist = torch.tensor(data["dist"], dtype=torch.float64)
+    q = torch.tensor(data["q"], dtype=torch.float64)
+    p = torch.full((dist.shape[0],), 1 / dist.shape[0], dtype=torch.float64)
+    assert q.min() < 1e-8 and abs(float(q.sum()) - 1) < 1e-6
+    cost = transport_distance(dist, p, q)
+    # bounds: shipping each full scenario to its nearest kept one ignores q; the product plan is feasible
+    assert float((p[:, None] * dist).min(1).values.sum()) <= cost + 1e-6
+    assert cost <= float((p[:, None] * q[None, :] * dist).sum()) + 1e-6
