@@ -33,8 +33,8 @@ OURS = ("deepar", "statespace")
 PEERS = ("gluonts_deepar", "autoarima", "autoets")
 
 COLUMNS = [("wql", "WQL", 4), ("scaled_crps", "CRPS (scaled)", 4), ("mase", "MASE", 3), ("wape", "WAPE", 4),
-           ("coverage_80", "cov 80%", 3), ("pit_coverage_80", "PIT cov 80%", 3), ("fit_seconds", "fit s", 1), ("predict_seconds", "predict s", 2),
-           ("peak_rss_mb", "peak MB", 0)]
+           ("coverage_80", "cov 80%", 3), ("pit_coverage_80", "PIT cov 80%", 3), ("fit_seconds", "fit s", 1),
+           ("predict_seconds", "predict s", 2), ("peak_rss_mb", "peak MB", 0)]
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -165,7 +165,8 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
              "sample median (MASE pooled, seasonality as fev); **cov 80%** = share of truth inside the central 80% "
              "interval; **PIT cov 80%** = share of randomised PIT values in [0.1, 0.9], the calibration measure "
              "for counts (an interval of integer paths also covers the ties at its ends, so cov 80% overstates "
-             "it there; both are 0.8 when calibrated). Metrics are means over the task's rolling windows; fit and predict seconds are per window; "
+             "it there; both are 0.8 when calibrated). Metrics are means over the task's rolling windows; fit and "
+             "predict seconds are per window; "
              "peak MB is the process's peak resident memory during fit and predict (statsforecast models fit and "
              "forecast in one call, counted as fit); seconds are wall-clock on the machine named above, other "
              "processes included. Lower is better except coverage (nominal 0.8). "
@@ -214,8 +215,8 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
                 mine = [_fmt(first["wql"], 4) if first is not None else "",
                         _fmt(last["mase"], 3) if last is not None else "",
                         _fmt(last["wape"], 4) if last is not None else ""]
-                lines.append(f"| {a.model} | {_fmt(a.wql, 4)} | {_fmt(a.mase, 4)} | {_fmt(a.wape, 4)} | {a.ours or ''} | "
-                             + " | ".join(mine) + f" | {a.note} | [{a.source.rsplit('/', 1)[-1]}]({a.source}) |")
+                lines.append(f"| {a.model} | {_fmt(a.wql, 4)} | {_fmt(a.mase, 4)} | {_fmt(a.wape, 4)} | "
+                             f"{a.ours or ''} | " + " | ".join(mine) + f" | {a.note} | [{a.source.rsplit('/', 1)[-1]}]({a.source}) |")
             lines.append("")
         elif ds == "m5_last56":
             lines += [("No published anchor: fev-bench's `m5_1D` forecasts the same 28 days from the full "

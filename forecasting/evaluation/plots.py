@@ -161,7 +161,8 @@ def plot_fan(diags: Mapping[str, dict], path, title: str = "") -> Path:
     if not models:
         raise ValueError("no model has fan data to draw")
     rows = max(len(diags[m]["fan"]) for m in models)
-    fig, axes = plt.subplots(rows, len(models), figsize=(3.2 * len(models), 2.2 * rows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, len(models), figsize=(3.2 * len(models), 2.2 * rows), squeeze=False,
+                             layout="constrained")
     for c, m in enumerate(models):
         for r in range(rows):
             ax = axes[r][c]
@@ -198,19 +199,21 @@ def plot_forecast(forecast: Forecast, item_ids, panel=None, window: Window | Non
     ids = [item_ids] if isinstance(item_ids, str) or np.ndim(item_ids) == 0 else list(item_ids)
     if not ids:
         raise ValueError("item_ids names no series")
-    unknown = [i for i in ids if i not in set(forecast.item_ids)]
+    unknown = [i for i in ids if i not in forecast.item_ids]
     if unknown:
         raise ValueError(f"series {unknown[:5]} are not in the forecast ({forecast.num_series} series)")
     panel = window.train if panel is None and window is not None else panel
     H = forecast.horizon
     history = 4 * H if history is None else history
     rows = forecast.item_ids.get_indexer(ids)
-    q = forecast.quantile([0.05, 0.25, 0.5, 0.75, 0.95])[torch.as_tensor(rows)].cpu().numpy()  # [n, 5, H]
-    stamps = forecast.timestamps().to_numpy().reshape(forecast.num_series, H)
+    sub = Forecast(forecast.samples[torch.as_tensor(rows, device=forecast.samples.device)], forecast.item_ids[rows],
+                   forecast.start[rows], forecast.freq)  # only the drawn series are sorted for quantiles
+    q = sub.quantile([0.05, 0.25, 0.5, 0.75, 0.95]).cpu().numpy()  # [n, 5, H]
+    stamps = sub.timestamps().to_numpy().reshape(len(ids), H)
     fig, axes = plt.subplots(len(ids), 1, figsize=(8, 2.4 * len(ids)), squeeze=False, layout="constrained")
     for k, (ax, item) in enumerate(zip(axes[:, 0], ids)):
-        t = stamps[rows[k]]
-        if panel is not None and item in set(panel.item_ids):
+        t = stamps[k]
+        if panel is not None and item in panel.item_ids:
             p = panel.item_ids.get_loc(item)
             end = int(panel.end[p])
             lo = max(0, end - history)
@@ -220,7 +223,7 @@ def plot_forecast(forecast: Forecast, item_ids, panel=None, window: Window | Non
         ax.fill_between(t, q[k, 0], q[k, 4], color="tab:blue", alpha=0.2, lw=0, label="90 %")
         ax.fill_between(t, q[k, 1], q[k, 3], color="tab:blue", alpha=0.35, lw=0, label="50 %")
         ax.plot(t, q[k, 2], color="tab:blue", lw=1.2, label="median")
-        if window is not None and item in set(window.train.item_ids):
+        if window is not None and item in window.train.item_ids:
             w = window.train.item_ids.get_loc(item)
             truth = window.target[w].cpu().numpy().astype(float)
             truth[~window.mask[w].cpu().numpy()] = np.nan

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.panel import _names
 from ..forecast import DEFAULT_QUANTILES, Forecast
 
 __all__ = ["ScenarioError", "ScenarioSet", "linear_quantile", "name_series", "sort_scenarios", "weighted_quantile"]
@@ -27,11 +28,8 @@ class ScenarioError(ValueError):
 
 
 def name_series(item_ids: Sequence, limit: int = 5) -> str:
-    """``"series '1_54', '2_48', ... (154 series)"``: the first ``limit`` ids and their count, for
-    error messages."""
-    ids = [i.item() if isinstance(i, np.generic) else i for i in item_ids]
-    more = ", ..." if len(ids) > limit else ""
-    return f"series {', '.join(repr(i) for i in ids[:limit])}{more} ({len(ids)} series)"
+    """``"154 series: '1_54', '2_48', '2_54', '3_32', '3_54' and 149 more"``, for error messages."""
+    return f"{len(item_ids)} series: {_names(item_ids, limit)}"
 
 
 def sort_scenarios(values: torch.Tensor) -> torch.Tensor:

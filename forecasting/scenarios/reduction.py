@@ -52,9 +52,7 @@ def scenario_distances(features: torch.Tensor, progress: bool = False) -> torch.
 
     The Gram matrix of the centred vectors is accumulated over blocks of D in float64, so memory is
     O(S^2 + S * BLOCK) and identical scenarios come out at distance 0 up to rounding."""
-    if features.ndim != 2:
-        raise ScenarioError(f"features must be [scenarios, dims], got shape {tuple(features.shape)}")
-    _check_rows(features, "features", features.shape[0], "dims")
+    _check_rows(features, "features", features.shape[0] if features.ndim else 0, "dims")
     S, D = features.shape
     mean = features.double().mean(0)
     gram = torch.zeros(S, S, dtype=torch.float64)

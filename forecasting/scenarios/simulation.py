@@ -298,7 +298,7 @@ class InventorySimulator:
         def culprits(bad: torch.Tensor) -> str:  # bad [N, S, H]
             rows = bad.flatten(1).any(1).cpu().numpy()
             if item_ids is None:
-                return f"series at positions {np.nonzero(rows)[0][:5].tolist()} ({int(rows.sum())} series)"
+                return f"series at positions ({name_series(np.nonzero(rows)[0])})"
             return name_series(pd.Index(item_ids)[rows])
 
         if not bool(torch.isfinite(demand).all()):
