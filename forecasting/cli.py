@@ -256,20 +256,30 @@ def _run(args, argv) -> int:
         torch.set_num_threads(args.threads)
     command = "forecasting " + " ".join(shlex.quote(a) for a in argv)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return _err(f"--out {out} is a file, not a folder: give a folder for the run's cells and results")
     try:
         record = run_plan(plan, out, data_dir=args.data_dir, device=device, progress=not args.no_progress,
                           write_forecasts=not args.no_forecasts, retry_failed=args.retry_failed,
                           rerun_stale=args.rerun_stale, command=command,
                           log=lambda msg: print(msg, file=sys.stderr))
-    except ValueError as err:  # e.g. a validation run into a test run's folder
+        page = render(out, args.report, plots=not args.no_plots)
+    except KeyboardInterrupt:
+        done = len(list((out / "cells").glob("*/*/*.json")))
+        print(f"\ninterrupted: the finished cells are kept ({done} cell file(s) in {(out / 'cells').resolve()}); "
+              f"rerun the same command to resume, or `forecasting report --out {shlex.quote(str(out))}` for the "
+              "report of what has finished", file=sys.stderr)
+        return 130
+    except ValueError as err:  # e.g. a validation run into a test run's folder, a damaged run.json
         return _err(str(err))
-    page = render(out, args.report, plots=not args.no_plots)
+    except OSError as err:  # e.g. --out not writable
+        return _err(f"cannot write the run to --out {out}: {err}")
     print(page.read_text())
     print(f"report: {page.resolve()}")
     if not args.no_plots:
         print(f"plots: {(out / 'plots').resolve()}")
     print(f"results: {(out / 'results.json').resolve()}, {(out / 'results.csv').resolve()}")
-    if not args.no_forecasts:
+    if not args.no_forecasts and (out / "forecasts").is_dir():
         print(f"forecasts: {(out / 'forecasts').resolve()}")
     import json
     done = json.loads((out / "results.json").read_text())["results"]
@@ -287,7 +297,7 @@ def _report(args) -> int:
     from .bench.report import render
     try:
         page = render(args.out, args.report, plots=not args.no_plots, plots_href=args.plots_href)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:  # no run there, or a run.json that is not a run record
         return _err(str(err))
     print(f"report: {page.resolve()}")
     if not args.no_plots:

@@ -72,6 +72,9 @@ class Forecast:
     freq: str
 
     def __post_init__(self):
+        # dates in nanoseconds, whatever unit they came in (pandas 2 keeps seconds or microseconds
+        # from numpy and parquet), so the stored integers and the date arithmetic agree
+        object.__setattr__(self, "start", pd.DatetimeIndex(self.start).as_unit("ns"))
         if self.samples.ndim != 3:
             raise ValueError(f"samples must be [series, samples, horizon], got shape {tuple(self.samples.shape)}")
         n = self.samples.shape[0]
@@ -102,8 +105,8 @@ class Forecast:
         return Forecast(self.samples.to(device), self.item_ids, self.start, self.freq)
 
     def mean(self) -> torch.Tensor:
-        """``[N, H]``"""
-        return self.samples.mean(1)
+        """``[N, H]`` (float32 for integer count paths)"""
+        return (self.samples if self.samples.is_floating_point() else self.samples.float()).mean(1)
 
     def median(self) -> torch.Tensor:
         """``[N, H]``"""

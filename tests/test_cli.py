@@ -213,3 +213,40 @@ def test_list_names_datasets_models_and_suites(capsys):
     assert main("list", "suites") == 0
     out = capsys.readouterr().out
     assert out.startswith("suites:") and "retail" in out and "datasets:" not in out
+
+
+def test_ctrl_c_says_where_the_finished_cells_are_and_exits_130(tmp_path, capsys, monkeypatch):
+    from forecasting.models.baselines import Naive
+    from forecasting.models.registry import MODELS
+
+    class Interrupted(Naive):
+        def fit(self, panel, horizon):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(MODELS, "interrupted", (lambda task, **o: Interrupted(**o), "test aid: Ctrl-C in fit"))
+    out = tmp_path / "out"
+    assert main("run", "--dataset", "traffic_weekly_sample", "--model", "naive", "--model", "interrupted",
+                "--num-samples", "5", "--out", str(out), "--no-progress", "--no-plots") == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: the finished cells are kept (1 cell file(s) in {(out / 'cells').resolve()})" in err
+    assert "rerun the same command to resume" in err and f"forecasting report --out {out}" in err
+    assert "Traceback" not in err
+
+
+def test_out_naming_a_file_and_too_many_windows_are_clear_errors(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main("run", "--dataset", "traffic_weekly_sample", "--model", "naive", "--out", str(afile)) == 2
+    assert f"--out {afile} is a file, not a folder" in capsys.readouterr().err
+    assert main("run", "--dataset", "walmart", "--model", "naive", "--windows", "2", "--out", str(tmp_path)) == 2
+    assert "--windows 2: walmart's task has 1 rolling window(s)" in capsys.readouterr().err
+    (tmp_path / "run.json").write_text("{bad")
+    assert main("report", "--out", str(tmp_path)) == 2
+    assert "run.json is not a readable run record (JSONDecodeError" in capsys.readouterr().err
+
+
+def test_no_forecasts_prints_no_forecasts_folder(tmp_path, capsys):
+    assert main("run", "--dataset", "traffic_weekly_sample", "--model", "naive", "--num-samples", "5",
+                "--out", str(tmp_path), "--no-progress", "--no-plots", "--no-forecasts") == 0
+    out = capsys.readouterr().out
+    assert "results: " in out and "forecasts:" not in out and not (tmp_path / "forecasts").exists()

@@ -105,3 +105,17 @@ def test_files_follow_the_umask_and_the_wrong_kind_of_file_is_named(tmp_path):
     model_file = SeasonalNaive(12).save(tmp_path / "m.pt")
     with pytest.raises(ValueError, match=r"m.pt holds a SeasonalNaive \(a model: load it with Model.load"):
         Forecast.load(model_file)
+
+
+def test_start_dates_in_other_units_than_nanoseconds_keep_their_dates(tmp_path):
+    start = pd.DatetimeIndex(["2024-01-15", "2024-02-01"]).as_unit("s")
+    f = Forecast(torch.rand(2, 10, 3), pd.Index(["a", "b"]), start, "D")
+    assert list(f.timestamps()[:2]) == [pd.Timestamp("2024-01-15"), pd.Timestamp("2024-01-16")]
+    assert f.to_pandas()["timestamp"].iloc[0] == pd.Timestamp("2024-01-15")
+    assert list(Forecast.load(f.save(tmp_path / "f.pt")).start) == list(pd.DatetimeIndex(["2024-01-15", "2024-02-01"]))
+
+
+def test_mean_and_frame_of_integer_count_paths():
+    f = Forecast(torch.tensor([[[1, 2], [3, 4]]]), pd.Index(["a"]), pd.DatetimeIndex(["2024-01-01"]), "D")
+    assert f.mean().tolist() == [[2.0, 3.0]]
+    assert f.to_pandas()["mean"].tolist() == [2.0, 3.0]

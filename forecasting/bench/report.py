@@ -10,7 +10,6 @@ datasets and model x dataset pairs a suite excluded are listed with their reason
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -23,7 +22,7 @@ from ..datasets import get_spec
 from ..evaluation.plots import NOMINAL_LEVELS, plot_all
 from ..forecast import atomic_write
 from .anchors import FEV_CITATION, anchors_for
-from .runner import code_fingerprint, planned_settings, read_cells, results_frame
+from .runner import code_fingerprint, planned_settings, read_cells, read_run_record, results_frame
 
 __all__ = ["OURS", "aggregate_diagnostics", "render", "summary_table"]
 
@@ -130,6 +129,25 @@ def _rel(target: Path, page: Path) -> str:
     return Path(os.path.relpath(target.resolve(), page.resolve().parent)).as_posix()
 
 
+def _time_limited_load(cells: list[dict], plan: dict, ds: str) -> list[str]:
+    """``model load lo-hi, cpu/wall r (k of n cells stopped by the limit)`` for the models of ``ds``
+    that ran with a ``time_limit`` (cells that recorded their load only)."""
+    limited = {m["name"] for m in plan["models"].get(ds, []) if m["options"].get("time_limit")}
+    out = []
+    for name in sorted(limited):
+        mine = [r for r in cells if r["dataset"] == ds and r["model"] == name and r.get("load_at_start") is not None]
+        if not mine:
+            continue
+        loads = [float(r["load_at_start"]) for r in mine]
+        wall = sum(float(r.get("fit_seconds") or 0) for r in mine)
+        cpu = sum(float(r.get("fit_cpu_seconds") or 0) for r in mine)
+        stopped = sum(r.get("stopped_by") == "time_limit" for r in mine)
+        span = f"{min(loads):.1f}" if min(loads) == max(loads) else f"{min(loads):.1f}-{max(loads):.1f}"
+        ratio = f"{cpu / wall:.2f}" if wall > 0 else "n/a"
+        out.append(f"{name} load {span}, CPU/wall {ratio} ({stopped} of {len(mine)} stopped by the limit)")
+    return out
+
+
 def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
            plots_href: str | None = None) -> Path:
     """Write the report of the run in ``out_dir`` to ``report`` (default ``out_dir/leaderboard.md``)
@@ -137,10 +155,7 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
     relative link to ``out_dir/plots`` (e.g. for a documentation page that sees the plots
     elsewhere). Returns the report's path."""
     out = Path(out_dir)
-    run_file = out / "run.json"
-    if not run_file.exists():
-        raise FileNotFoundError(f"{out} holds no benchmark run (no run.json): run `forecasting run --out {out}` first")
-    run = json.loads(run_file.read_text())
+    run = read_run_record(out)
     page = Path(report) if report is not None else out / "leaderboard.md"
     plan = run["plan"]
     cells = [r for r in read_cells(out) if _planned(r, plan, run.get("device"))]
@@ -154,9 +169,7 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
              ("Written by the `forecasting` benchmark command from the run in "
              f"`{_rel(out, page)}/` (cells, `results.json`, `results.csv`); never edited by hand."), "",
              "Produced by:", "", f"    {run.get('command') or '(command not recorded)'}", "",
-             (f"{run.get('completed')} of {run.get('cells')} planned cells have results, computed between "
-             f"{_span(cells)} (a run resumes: the last invocation ran {run.get('started')} to {run.get('finished')}). "
-             f"Machine: {_env_line(env)}."), "",
+             _status_line(run, cells, _planned_count(plan)) + f" Machine: {_env_line(env)}.", "",
              f"Suites: {', '.join(s['name'] + (' (' + s['source'] + ')' if s.get('source') else '') for s in plan['suites'])}. "
              f"{plan['num_samples']} sample paths per series; seeds {', '.join(map(str, seeds))}"
              + (" (WQL, CRPS and MASE show mean ± sd over seeds)" if len(seeds) > 1 else "") + ".", "",
@@ -226,6 +239,12 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
                 for m in plan["models"].get(ds, []) if m["options"] or m.get("model")]
         if opts:
             lines += ["Model options: " + "; ".join(opts) + " (time_limit: training seconds per window).", ""]
+        timed = _time_limited_load(cells, plan, ds)
+        if timed:
+            lines += [("Time-limited fits train for fewer steps when other processes share the cores. Load "
+                       "average at each cell's start (range over windows) and fit CPU seconds / fit wall seconds "
+                       "(summed over windows; about 1 per torch thread on an idle machine): "
+                       + "; ".join(timed) + "."), ""]
         excl = [e for e in plan.get("excluded", []) if e["dataset"] == ds]
         if excl:
             lines += ["Not run here by the suite's choice: "
@@ -274,14 +293,44 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
                    "metrics) that differs from this checkout's, or were computed before cells recorded their "
                    "code: " + ", ".join(f"{k} ({n})" for k, n in stale.items())
                    + ". Run the command above with `--rerun-stale` to refresh them."), ""]
+    others = _other_plans(out, plan)
+    if others:
+        shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+        lines += ["## Cells of other plans", "",
+                  (f"`cells/` also holds cells of {len(others)} dataset x model pair(s) that the last command did "
+                   f"not plan ({shown}), from earlier commands into this folder: they are not shown here. Rerun "
+                   "the full command (e.g. every suite and model) into this folder to show them again; their "
+                   "finished cells are reused."), ""]
     text = "\n".join(lines)
     atomic_write(page, lambda tmp: Path(tmp).write_text(text))
     return page
 
 
-def _span(cells: list[dict]) -> str:
+def _planned_count(plan: dict) -> int:
+    """Cells the plan holds: models x windows x seeds per dataset."""
+    return sum(len(plan["models"].get(d["name"], [])) * (d.get("windows") or get_spec(d["name"]).task.num_windows)
+               * len(plan["seeds"]) for d in plan["datasets"])
+
+
+def _status_line(run: dict, cells: list[dict], planned: int) -> str:
+    """How many planned cells have results, when they were computed, and whether the last
+    invocation finished (a run stopped by Ctrl-C, or still running, has no ``finished`` time)."""
     stamps = sorted(c["finished_at"] for c in cells if c.get("finished_at"))
-    return f"{stamps[0]} and {stamps[-1]}" if stamps else "(no cells)"
+    when = f"computed between {stamps[0]} and {stamps[-1]}" if stamps else "none computed yet"
+    if run.get("finished") is None:
+        return (f"Run interrupted (or still running): {len(cells)} of {planned} planned cells have results, {when} "
+                f"(the last invocation started {run.get('started')} and did not finish; rerun its command to "
+                "resume).")
+    return (f"{run.get('completed', len(cells))} of {run.get('cells', planned)} planned cells have results, {when} "
+            f"(a run resumes: the last invocation ran {run.get('started')} to {run.get('finished')}).")
+
+
+def _other_plans(out: Path, plan: dict) -> list[str]:
+    """``dataset / model`` folders under ``out/cells`` that this plan does not hold: cells an
+    earlier command with a wider plan (e.g. the full suite) left there."""
+    planned = {(ds, m["name"]) for ds, ms in plan["models"].items() for m in ms}
+    return sorted(f"{p.parent.name} / {p.name}" for p in (out / "cells").glob("*/*")
+                  if p.is_dir() and (p.parent.name, p.name) not in planned and any(p.glob("*.json")))
 
 
 def _plot_links(href: str, ds: str) -> list[str]:

@@ -23,6 +23,7 @@ import gc
 import hashlib
 import inspect
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -40,7 +41,7 @@ from ..models.registry import MODELS, make_model
 from .suites import DatasetEntry, ModelEntry, Suite, SuiteError
 
 __all__ = ["Plan", "PlannedCell", "accepted_options", "cell_path", "code_fingerprint", "plan_suites",
-           "planned_settings", "read_cells", "run_plan"]
+           "planned_settings", "read_cells", "read_run_record", "run_plan"]
 
 #: options the runner passes to models that take them (checked against the constructor's signature)
 RUNNER_OPTIONS = ("time_limit", "device", "seed", "progress")
@@ -77,10 +78,17 @@ class Plan:
 def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: Iterable[int] | None = None,
                 windows: int | None = None, extra_options: dict | None = None, validation: bool = False) -> Plan:
     """Merge suites into one plan (a dataset x model pair in two suites runs once: the first wins),
-    checking every dataset and model name first so a typo fails before anything runs.
+    checking every name first so a typo fails before anything runs: datasets, models, the dataset
+    names in a model's ``skip``, ``only`` and ``per_dataset`` (any registered dataset: a model entry
+    may name datasets of another suite), and each model's options against its constructor's
+    parameters (where the constructor names them all; one taking ``**kwargs`` is not checked).
 
-    ``num_samples``, ``seeds`` and ``windows`` override the suites'; ``extra_options`` (e.g.
-    ``time_limit`` from the command line) fill in model options a suite did not set.
+    ``num_samples``, ``seeds`` and ``windows`` override the suites'. Without an override, suites
+    that disagree on ``num_samples`` or ``seeds`` are an error (one run has one of each), naming
+    both suites and their values. ``windows`` (or a suite's) above a task's number of windows is an
+    error: a run scores only the last N of the task's windows. ``extra_options`` (e.g.
+    ``time_limit`` from the command line) fill in the model options a suite did not set, for the
+    models whose constructor takes them.
     ``validation``: score the validation windows (``Dataset.windows(validation=True)``), which end
     before the task's test windows start, to choose settings without looking at the test."""
     suites = list(suites)
@@ -89,7 +97,7 @@ def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: 
     models: dict[str, list[ModelEntry]] = {}
     excluded: list[dict] = []
     for s in suites:
-        where = f"suite {s.name!r}" + (f" ({s.source})" if s.source else "")
+        where = _where(s)
         bad = [d.name for d in s.datasets if d.name not in known_ds]
         if bad:
             raise SuiteError(f"{where}: unknown dataset(s) {bad}; known datasets: {', '.join(sorted(known_ds))}")
@@ -99,8 +107,21 @@ def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: 
         clash = [m.label for m in s.models if m.label in known_models and m.label != m.name]
         if clash:  # its row would pass for that model's (and replace it when suites merge)
             raise SuiteError(f"{where}: label(s) {clash} name other registered models; choose another label")
+        for m in s.models:
+            for field_name, names in (("skip", m.skip), ("only", m.only), ("per_dataset", tuple(m.per_dataset))):
+                bad = [n for n in names if n not in known_ds]
+                if bad:
+                    raise SuiteError(f"{where}: model {m.key!r}: {field_name} names {bad}, not a known dataset "
+                                     f"name; known datasets: {', '.join(sorted(known_ds))}")
+            _check_options(m, get_spec(s.datasets[0].name).task, where)
         for d in s.datasets:
-            entry = DatasetEntry(d.name, windows if windows is not None else d.windows, d.optional, d.validation_before)
+            n = windows if windows is not None else d.windows
+            total = get_spec(d.name).task.num_windows
+            if n is not None and n > total:
+                what = f"--windows {n}" if windows is not None else f"{where}: dataset {d.name!r}: windows = {n}"
+                raise SuiteError(f"{what}: {d.name}'s task has {total} rolling window(s); a run scores only the last "
+                                 f"N of them, so N must be <= {total}")
+            entry = DatasetEntry(d.name, n, d.optional, d.validation_before)
             if d.name not in models:
                 datasets.append(entry)
                 models[d.name] = []
@@ -112,6 +133,10 @@ def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: 
                     extra = _accepted_or_none(m.name, get_spec(d.name).task, extra_options or {})
                     label = m.label if m.label != m.name else ""  # a label equal to its model's name is none
                     models[d.name].append(ModelEntry(m.name, {**extra, **m.options_for(d.name)}, label=label))
+    if suites and num_samples is None:
+        _agree(suites, "num_samples", lambda s: s.num_samples, "--num-samples")
+    if suites and not seeds:
+        _agree(suites, "seeds", lambda s: list(s.seeds), "--seed")
     ns = num_samples if num_samples is not None else suites[0].num_samples
     sd = list(seeds) if seeds else list(suites[0].seeds)
     if ns < 1:
@@ -119,6 +144,47 @@ def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: 
     return Plan(datasets, models, ns, sd, excluded,
                 [{"name": s.name, "source": s.source, "description": s.description} for s in suites],
                 validation=validation)
+
+
+def _where(s: Suite) -> str:
+    return f"suite {s.name!r}" + (f" ({s.source})" if s.source else "")
+
+
+def _agree(suites: list[Suite], what: str, value, flag: str) -> None:
+    """Raise when two suites set different ``what`` (one run has one value of it)."""
+    first = suites[0]
+    for s in suites[1:]:
+        if value(s) != value(first):
+            raise SuiteError(f"the suites disagree on {what}: {_where(first)} has {value(first)}, {_where(s)} has "
+                             f"{value(s)}; run them separately (another --out), make them agree, or set {flag} "
+                             "on the command line for all of them")
+
+
+def _constructor_params(name: str, task) -> tuple[set[str], bool] | None:
+    """``(named parameters, takes **kwargs)`` of model ``name``'s constructor; None when the model
+    cannot be built (it then fails in its cells, with its error)."""
+    try:
+        probe = make_model(name, task)
+    except Exception:  # noqa: BLE001 - e.g. an optional dependency is missing
+        return None
+    params = inspect.signature(type(probe).__init__).parameters
+    named = {p for p, v in params.items() if v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL) and p != "self"}
+    return named, any(v.kind == v.VAR_KEYWORD for v in params.values())
+
+
+def _check_options(m: ModelEntry, task, where: str) -> None:
+    """Raise when a suite gives model entry ``m`` an option its constructor does not take: a name
+    it does not have (when it names them all), or a runner option (:data:`RUNNER_OPTIONS`), which
+    the runner passes only to constructors that name it."""
+    found = _constructor_params(m.name, task)
+    if found is None:
+        return
+    named, var_kw = found
+    given = dict.fromkeys([*m.options, *(k for o in m.per_dataset.values() for k in o)])
+    bad = [k for k in given if k not in named and (k in RUNNER_OPTIONS or not var_kw)]
+    if bad:
+        raise SuiteError(f"{where}: model {m.key!r}: option(s) {bad} are not parameters of {m.name!r} "
+                         f"(it takes: {', '.join(sorted(named)) or 'none'})")
 
 
 def accepted_options(name: str, task, options: dict) -> dict:
@@ -224,6 +290,24 @@ def planned_settings(plan: dict, dataset: str, key: str, device: str | None = No
                      device if device and _takes_device(model, dataset) else None, stage)
 
 
+def read_run_record(out: Path) -> dict:
+    """``out/run.json``, checked: a :class:`ValueError` names the file when it is not a run record
+    of this package (not JSON, or without a plan); :class:`FileNotFoundError` when it is absent."""
+    path = Path(out) / "run.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{out} holds no benchmark run (no run.json): run `forecasting run --out {out}` first")
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable run record ({type(err).__name__}: {err}); it was not written "
+                         "by `forecasting run`, or was damaged: move it away (or use another --out)") from None
+    plan = run.get("plan") if isinstance(run, dict) else None
+    if not isinstance(plan, dict) or not all(k in plan for k in ("datasets", "models", "num_samples", "seeds")):
+        raise ValueError(f"{path} is not a run record of `forecasting run` (no plan with datasets, models, "
+                         "num_samples and seeds): move it away (or use another --out)")
+    return run
+
+
 def _read(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -254,15 +338,14 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    earlier = _read(out / "run.json")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a folder for the run's cells and results")
+    earlier = read_run_record(out) if (out / "run.json").exists() else None
     if earlier is not None and bool(earlier.get("plan", {}).get("validation")) != plan.validation:
         stage = lambda v: "validation" if v else "test"  # noqa: E731
         raise ValueError(f"{out} holds a {stage(not plan.validation)}-window run; write the "
                          f"{stage(plan.validation)}-window run to another folder (cells would mix)")
     out.mkdir(parents=True, exist_ok=True)
-    if earlier is None:  # the folder's stage is known from the start, even if this run is interrupted
-        _write_json(out / "run.json", {"plan": plan.to_json(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                                       "finished": None, "command": command})
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     specs = {d.name: get_spec(d.name) for d in plan.datasets}
     windows_of = {d.name: d.windows or specs[d.name].task.num_windows for d in plan.datasets}
@@ -287,8 +370,11 @@ def run_plan(plan: Plan, out_dir, data_dir=None, device: str | None = None, prog
     todo = [c for c in cells if not finished(c)]
     log(f"{len(cells)} cells planned ({len(plan.datasets)} datasets); {len(cells) - len(todo)} already finished "
         f"in {out}, {len(todo)} to run")
-    record = {"command": command, "started": started, "plan": plan_json, "skipped": [], "cells": len(cells),
-              "device": device, "environment": environment()}
+    record = {"command": command, "started": started, "finished": None, "plan": plan_json, "skipped": [],
+              "cells": len(cells), "completed": len(cells) - len(todo), "device": device,
+              "environment": environment()}
+    if earlier is None:  # a complete record from the start: the report of an interrupted first run reads it
+        _write_json(out / "run.json", record)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), disable=not progress, unit="cell", dynamic_ncols=True)
     by_dataset: dict[str, list[PlannedCell]] = {}
     for c in todo:
@@ -355,10 +441,15 @@ def _run_cell(ds, window, c: PlannedCell, num_samples: int, options: dict, devic
         model_opts = {k: v for k, v in options.items() if k not in RUNNER_OPTIONS}
         model = make_model(kind, ds.task, **model_opts, **passed)
         torch.manual_seed(c.seed)
+        # the machine's load when the cell starts and the CPU seconds its fit took: a time-limited
+        # fit trains for fewer steps when other processes share the cores, and these say so
+        if hasattr(os, "getloadavg"):
+            rec["load_at_start"] = round(os.getloadavg()[0], 2)
         with PeakMemory() as mem:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             model.fit(window.train, window.horizon)
             t1 = time.perf_counter()
+            rec["fit_cpu_seconds"] = round(time.process_time() - cpu0, 3)
             fc = model.predict(window.train, num_samples=num_samples, seed=c.seed)
             t2 = time.perf_counter()
         result.fit_seconds, result.predict_seconds, result.peak_rss_mb = t1 - t0, t2 - t1, mem.peak_mb

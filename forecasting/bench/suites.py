@@ -131,13 +131,40 @@ def suite_paths() -> dict[str, Path]:
 def _seq(value, what: str, where: str) -> tuple:
     if value is None:
         return ()
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise SuiteError(f"{where}: {what} must be a list, got {value!r}")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SuiteError(f"{where}: {what} must be a list of dataset names (strings), got {value!r}")
     return tuple(value)
 
 
+def _int(value, what: str, where: str, low: int = 1) -> int:
+    """``value`` when it is an integer >= ``low`` (TOML ``2``; not ``"2"``, ``2.5`` or ``true``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SuiteError(f"{where}: {what} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise SuiteError(f"{where}: {what} must be >= {low}, got {value!r}")
+    return value
+
+
+def _typed(value, kind: type, what: str, where: str):
+    if not isinstance(value, kind):
+        raise SuiteError(f"{where}: {what} must be a {'boolean (true or false)' if kind is bool else 'string'}, "
+                         f"got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _tables(raw: dict, key: str, where: str) -> list[dict]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise SuiteError(f"{where}: `{key}` must be a list of [[{key}]] tables, got {value!r}")
+    return value
+
+
 def load_suite(name_or_path: str | os.PathLike) -> Suite:
-    """A suite from a TOML file path, or by name from :data:`SUITE_DIRS`."""
+    """A suite from a TOML file path, or by name from :data:`SUITE_DIRS`.
+
+    Every field is type-checked (integers for ``num_samples``, ``seeds`` and ``windows``, never
+    booleans or strings; a boolean ``optional``; lists of dataset names for ``skip`` and
+    ``only``); the :class:`SuiteError` names the file, the section and the field."""
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
         known = suite_paths()
@@ -157,31 +184,40 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     if extra:
         raise SuiteError(f"{where}: unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
     datasets = []
-    for i, d in enumerate(raw.get("dataset", [])):
+    for i, d in enumerate(_tables(raw, "dataset", where)):
         if "name" not in d:
             raise SuiteError(f"{where}: [[dataset]] number {i + 1} has no name")
+        _typed(d["name"], str, f"[[dataset]] number {i + 1}: name", where)
+        at = f"{where}: dataset {d['name']!r}"
         unknown = set(d) - {"name", "windows", "optional", "validation_before"}
         if unknown:
-            raise SuiteError(f"{where}: dataset {d['name']!r}: unknown key(s) {sorted(unknown)}; "
-                             "allowed: name, windows, optional, validation_before")
+            raise SuiteError(f"{at}: unknown key(s) {sorted(unknown)}; allowed: name, windows, optional, "
+                             "validation_before")
+        windows = d.get("windows")
+        windows = None if windows is None else _int(windows, "windows", at)
         vb = d.get("validation_before")
-        if vb is not None and (not isinstance(vb, int) or vb < 1):
-            raise SuiteError(f"{where}: dataset {d['name']!r}: validation_before must be a number of steps >= 1, "
-                             f"got {vb!r}")
-        datasets.append(DatasetEntry(d["name"], d.get("windows"), bool(d.get("optional", False)), vb))
+        if vb is not None and (isinstance(vb, bool) or not isinstance(vb, int) or vb < 1):
+            raise SuiteError(f"{at}: validation_before must be a number of steps >= 1, got {vb!r}")
+        optional = _typed(d.get("optional", False), bool, "optional", at)
+        datasets.append(DatasetEntry(d["name"], windows, optional, vb))
     models = []
-    for i, m in enumerate(raw.get("model", [])):
+    for i, m in enumerate(_tables(raw, "model", where)):
         if "name" not in m:
             raise SuiteError(f"{where}: [[model]] number {i + 1} has no name")
+        _typed(m["name"], str, f"[[model]] number {i + 1}: name", where)
+        at = f"{where}: model {m['name']!r}"
         opts = {k: v for k, v in m.items() if k not in ("name", "skip", "only", "why", "per_dataset", "label")}
         per = m.get("per_dataset", {})
         if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
-            raise SuiteError(f"{where}: model {m['name']!r}: per_dataset must map dataset names to option tables")
-        models.append(ModelEntry(m["name"], opts, _seq(m.get("skip"), "skip", where), _seq(m.get("only"), "only", where),
-                                 str(m.get("why", "")), per, str(m.get("label", ""))))
+            raise SuiteError(f"{at}: per_dataset must map dataset names to option tables, got {per!r}")
+        models.append(ModelEntry(m["name"], opts, _seq(m.get("skip"), "skip", at), _seq(m.get("only"), "only", at),
+                                 _typed(m.get("why", ""), str, "why", at), per,
+                                 _typed(m.get("label", ""), str, "label", at)))
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+    if not isinstance(seeds, list):
         raise SuiteError(f"{where}: seeds must be a list of integers, got {seeds!r}")
-    return Suite(name=str(raw.get("name", path.stem)), datasets=tuple(datasets), models=tuple(models),
-                 num_samples=int(raw.get("num_samples", 100)), seeds=tuple(seeds),
-                 description=str(raw.get("description", "")), source=str(path))
+    seeds = [_int(s, "seeds", where, low=0) for s in seeds]
+    return Suite(name=_typed(raw.get("name", path.stem), str, "name", where), datasets=tuple(datasets),
+                 models=tuple(models), num_samples=_int(raw.get("num_samples", 100), "num_samples", where),
+                 seeds=tuple(seeds), description=_typed(raw.get("description", ""), str, "description", where),
+                 source=str(path))

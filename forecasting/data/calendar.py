@@ -43,7 +43,7 @@ def forecast_dates(start: pd.DatetimeIndex, horizon: int, offset: pd.DateOffset)
     """``[N * horizon]`` dates of every (series, step) after the ``[N]`` first forecast dates
     ``start``, series-major, stepped as :func:`shift_dates` (timezone kept)."""
     steps = [shift_dates(start, k, offset) for k in range(horizon)]  # H shifted indexes, vectorised over N
-    stamps = pd.DatetimeIndex(np.stack([s.asi8 for s in steps], axis=1).reshape(-1))  # UTC instants
+    stamps = pd.DatetimeIndex(np.stack([s.as_unit("ns").asi8 for s in steps], axis=1).reshape(-1))  # UTC instants
     return stamps.tz_localize("UTC").tz_convert(start.tz) if start.tz is not None else stamps
 
 

@@ -16,6 +16,7 @@ Shapes (N series, T grid steps, K known covariates, P past covariates):
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -82,6 +83,24 @@ def _to_datetime(df: pd.DataFrame, id_col: str, timestamp_col: str, where: str) 
         raise PanelError(f"cannot read {timestamp_col!r} of {where} as timestamps in series "
                          f"{_names(rows[id_col].unique())}: {err}") from None
 
+
+
+def _first_bad(bad: torch.Tensor) -> tuple[np.ndarray, int, int]:
+    """For a ``[N, T]`` mask of bad entries (some set): the rows with one, and the row and column
+    of the first, for error messages that name the series and an example."""
+    rows = bad.any(1).nonzero().squeeze(1).cpu().numpy()
+    i = int(rows[0])
+    return rows, i, int(bad[i].nonzero()[0, 0])
+
+
+def _numeric(df: pd.DataFrame, col: str, id_col: str, where: str) -> pd.Series:
+    """Column ``col`` as float64; a value that is not a number is an error naming the series."""
+    vals = pd.to_numeric(df[col], errors="coerce")
+    bad = vals.isna() & df[col].notna()
+    if bad.any():
+        raise PanelError(f"non-numeric values in column {col!r}{where} for series "
+                         f"{_names(df.loc[bad, id_col].unique())}: e.g. {df.loc[bad, col].iloc[0]!r}")
+    return vals.astype("float64")
 
 @dataclass(frozen=True, eq=False)
 class Panel:
@@ -153,13 +172,22 @@ class Panel:
                 f"non-numeric target {target!r} in series {_names(rows[id_col].unique())}: "
                 f"e.g. {rows[target].iloc[0]!r}")
         df[target] = values.astype("float64")
+        big = (df[target].abs() > 2 ** 24) & np.isfinite(df[target])  # inf is refused below
+        if big.any():  # float32 holds integers exactly up to 2^24; beyond, values are rounded
+            top = float(df.loc[big, target].abs().max())
+            warnings.warn(f"target values above 2^24 = 16,777,216 in series {_names(df.loc[big, id_col].unique())} "
+                          f"(up to {top:.6g}) are stored as float32, rounded to steps of up to "
+                          f"{float(np.spacing(np.float32(top))):g}; rescale them (e.g. to thousands) to keep "
+                          "their digits", UserWarning, stacklevel=2)
         for col in known_covariates + past_covariates + static_real:
-            vals = pd.to_numeric(df[col], errors="coerce")
-            bad = vals.isna() & df[col].notna()
-            if bad.any():
-                raise PanelError(f"non-numeric values in column {col!r} for series "
-                                 f"{_names(df.loc[bad, id_col].unique())}: e.g. {df.loc[bad, col].iloc[0]!r}")
-            df[col] = vals.astype("float64")
+            df[col] = _numeric(df, col, id_col, "")
+
+        if future is not None:  # the same check for the future frame, before it is used below
+            missing_cols = [c for c in known_covariates if c not in future.columns]
+            if not missing_cols:
+                future = future.copy()
+                for col in known_covariates:
+                    future[col] = _numeric(future, col, id_col, " of `future`")
 
         dup = df.duplicated([id_col, timestamp_col], keep=False)
         if dup.any():
@@ -400,22 +428,22 @@ class Panel:
                              f"observed {tuple(self.observed.shape)}, {len(self.item_ids)} ids, {len(self.index)} steps")
         inf = self.observed & torch.isinf(self.target)  # NaN is a missing value; an infinite one is an error
         if bool(inf.any()):
-            rows = inf.any(1).nonzero().squeeze(1).cpu().numpy()
-            i = int(rows[0])
-            j = int(inf[i].nonzero()[0, 0])
+            rows, i, j = _first_bad(inf)
             raise PanelError(f"infinite target values in series {_names(self.item_ids[rows])}: e.g. "
                              f"{float(self.target[i, j])} at {self.index[j]} in series {self.item_ids[i]!r}")
         for kind, x, names, index in (("known covariate", self.known, self.known_names, self.known_index),
                                       ("past covariate", self.past, self.past_names, self.index)):
-            if x is not None and bool(torch.isinf(x).any()):
-                i, j, c = (int(v) for v in torch.isinf(x).nonzero()[0])
-                rows = torch.isinf(x).flatten(1).any(1).nonzero().squeeze(1).cpu().numpy()
+            bad = None if x is None else torch.isinf(x)
+            if bad is not None and bool(bad.any()):
+                i, j, c = (int(v) for v in bad.nonzero()[0])
+                rows = bad.flatten(1).any(1).nonzero().squeeze(1).cpu().numpy()
                 raise PanelError(f"infinite values in {kind} {names[c]!r} of series {_names(self.item_ids[rows])}: "
                                  f"e.g. {float(x[i, j, c])} at {index[j]} in series {self.item_ids[i]!r} "
                                  "(a missing value is NaN)")
-        if self.static_real is not None and bool(torch.isinf(self.static_real).any()):
-            i, c = (int(v) for v in torch.isinf(self.static_real).nonzero()[0])
-            rows = torch.isinf(self.static_real).any(1).nonzero().squeeze(1).cpu().numpy()
+        bad = None if self.static_real is None else torch.isinf(self.static_real)
+        if bad is not None and bool(bad.any()):
+            i, c = (int(v) for v in bad.nonzero()[0])
+            rows = bad.any(1).nonzero().squeeze(1).cpu().numpy()
             raise PanelError(f"infinite values in static real {self.static_real_names[c]!r} of series "
                              f"{_names(self.item_ids[rows])}: e.g. {float(self.static_real[i, c])} in series "
                              f"{self.item_ids[i]!r}")
@@ -485,20 +513,27 @@ class Panel:
         """Known covariates for the ``horizon`` steps after each series' end: ``[N, horizon, K]``.
 
         Raises if the covariate grid does not reach that far or a step has no covariate value at
-        all for a series."""
+        all for a series; single missing values are left as NaN for the model (DeepAR imputes and
+        flags a covariate that had gaps at fit and refuses one that had none; StateSpace refuses
+        them)."""
         if self.known is None:
             raise PanelError("this panel has no known covariates")
         pos = self.end[:, None] + torch.arange(horizon, device=self.device)
         x, valid = self._gather(self.known, pos)
-        absent = ~valid[..., None] | torch.isnan(x)
-        bad = absent.all(-1).any(-1) | ~valid.all(-1)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            reach = self.known_index[-1]
+        short = ~valid.all(-1)
+        if bool(short.any()):
+            i = int(short.nonzero()[0, 0])
             raise PanelError(
-                f"known covariates missing in the forecast window of series {_names(self.item_ids[bad.cpu().numpy()])}: "
+                f"known covariates missing in the forecast window of series {_names(self.item_ids[short.cpu().numpy()])}: "
                 f"series {self.item_ids[i]!r} needs {horizon} steps after "
-                f"{self.index[int(self.end[i]) - 1]}, covariates reach {reach}")
+                f"{self.index[int(self.end[i]) - 1]}, the covariates' grid reaches {self.known_index[-1]}")
+        empty = torch.isnan(x).all(-1)  # [N, horizon]: not one covariate value at that step
+        if bool(empty.any()):
+            rows, i, j = _first_bad(empty)
+            raise PanelError(
+                f"known covariates missing in the forecast window of series {_names(self.item_ids[rows])}: "
+                f"series {self.item_ids[i]!r} has no value of any of them at forecast step {j + 1} "
+                f"({int(self.end[i]) + j} steps into the grid)")
         return x
 
     def forecast_start(self) -> pd.DatetimeIndex:

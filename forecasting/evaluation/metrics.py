@@ -34,6 +34,14 @@ def _abs_sum(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, total, torch.full_like(total, float("nan")))
 
 
+def _mean_over(total: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``total`` divided by the number of points in ``m``; NaN when there is none (a window with no
+    observed truth is undefined, not a perfect 0)."""
+    total = total if total.is_floating_point() else total.float()
+    n = m.sum()
+    return torch.where(n > 0, total / n.clamp_min(1), torch.full_like(total, float("nan")))
+
+
 def _check(pred: torch.Tensor, y: torch.Tensor, what: str) -> None:
     if pred.shape[0] != y.shape[0] or pred.shape[-1] != y.shape[-1]:
         raise ValueError(f"{what} shape {tuple(pred.shape)} does not match truth shape {tuple(y.shape)}")
@@ -60,7 +68,7 @@ def crps_ensemble(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def crps(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean CRPS over observed (series, step) points, in the target's units."""
     m = _mask(y, mask)
-    return (crps_ensemble(samples, y) * m).sum() / m.sum().clamp_min(1)
+    return _mean_over((crps_ensemble(samples, y) * m).sum(), m)
 
 
 def scaled_crps(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,6 +79,9 @@ def scaled_crps(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | Non
 
 def quantile_loss(q_pred: torch.Tensor, y: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
     """Pinball loss ``[N, Q, H]``: (y - q) * (tau - 1{y < q})."""
+    _check(q_pred, y, "quantiles")
+    if q_pred.dim() != 3 or q_pred.shape[1] != len(levels):
+        raise ValueError(f"quantiles shape {tuple(q_pred.shape)} must be [N, Q, H] with Q = {len(levels)} levels")
     tau = torch.as_tensor(list(levels), dtype=q_pred.dtype, device=q_pred.device)[None, :, None]
     diff = torch.nan_to_num(y)[:, None, :] - q_pred
     return torch.maximum(tau * diff, (tau - 1) * diff)
@@ -117,15 +128,17 @@ def mase(point: torch.Tensor, y: torch.Tensor, scale: torch.Tensor,
     m = _mask(y, mask) & (scale != 0)[:, None]
     if not bool(torch.isfinite(point[m]).all()):  # a non-finite forecast is not silently dropped
         return torch.tensor(float("nan"), dtype=err.dtype, device=err.device)
-    return torch.where(m, err, torch.zeros_like(err)).sum() / m.sum().clamp_min(1)
+    return _mean_over(torch.where(m, err, torch.zeros_like(err)).sum(), m)
 
 
 def coverage(lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor,
              mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Share of observed points with lower <= y <= upper."""
+    """Share of observed points with lower <= y <= upper (NaN when no point is observed)."""
+    _check(lower, y, "lower bounds")
+    _check(upper, y, "upper bounds")
     m = _mask(y, mask)
     inside = (y >= lower) & (y <= upper)
-    return (inside & m).sum() / m.sum().clamp_min(1)
+    return _mean_over((inside & m).sum(), m)
 
 
 def pit_values(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None,
@@ -161,17 +174,19 @@ def pit_coverage(samples: torch.Tensor, y: torch.Tensor, level: float = 0.8, mas
     for a in range(0, samples.shape[0], chunk):
         u = pit_values(samples[a:a + chunk], y[a:a + chunk], m[a:a + chunk], gen)
         inside += int(((u >= lo) & (u <= hi)).sum())
-    return torch.tensor(inside / max(1, int(m.sum())))
+    return torch.tensor(inside / int(m.sum()) if bool(m.any()) else float("nan"))
 
 
 def interval_score(lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor, alpha: float,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean interval score (Gneiting & Raftery 2007) of the central (1 - alpha) interval:
     (u - l) + 2/alpha (l - y) 1{y < l} + 2/alpha (y - u) 1{y > u}, over observed points."""
+    _check(lower, y, "lower bounds")
+    _check(upper, y, "upper bounds")
     m = _mask(y, mask)
     y_ = torch.nan_to_num(y)
     s = (upper - lower) + 2 / alpha * ((lower - y_).clamp_min(0) + (y_ - upper).clamp_min(0))
-    return (s * m).sum() / m.sum().clamp_min(1)
+    return _mean_over((s * m).sum(), m)
 
 
 def energy_score(samples: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.panel import Panel
+from ..data.panel import Panel, PanelError
 from ..forecast import Forecast, atomic_write, load_torch_file
 
 __all__ = ["Model", "NotFittedError", "check_nonnegative", "floor_rows", "resolve_device"]
@@ -43,6 +43,17 @@ def floor_rows(values: torch.Tensor, observed: torch.Tensor, nonnegative: bool |
     if nonnegative is None:
         return ((values >= 0) | ~observed).all(1)
     return torch.ones(values.shape[0], dtype=torch.bool, device=values.device)
+
+
+def check_same_freq(model: "Model", fitted: str | None, panel: Panel) -> None:
+    """A model fitted on one frequency refuses a panel of another (its lags, seasons and calendar
+    features mean other spans of time). ``fitted`` None (models saved before it was kept): no check."""
+    if fitted is None:
+        return
+    import pandas as pd
+    if pd.tseries.frequencies.to_offset(fitted) != pd.tseries.frequencies.to_offset(panel.freq):
+        raise PanelError(f"{type(model).__name__} was fitted on {fitted!r} data, the panel's frequency is "
+                         f"{panel.freq!r}: fit a model on this frequency")
 
 
 class Model(abc.ABC):

@@ -41,7 +41,7 @@ import torch
 
 from ..data.panel import Panel, PanelError
 from ..forecast import Forecast
-from .base import Model, NotFittedError, resolve_device
+from .base import Model, NotFittedError, check_same_freq, resolve_device
 
 __all__ = ["GluonTSDeepAR", "default_context_length"]
 
@@ -472,6 +472,7 @@ class GluonTSDeepAR(Model):
         tc = time.perf_counter()
         device = resolve_device(self.device)
         self.horizon_ = horizon
+        self.freq_ = panel.freq
         self.context_length_ = self.context_length or default_context_length(horizon)
         self.lags_seq_ = self.lags_seq or list(get_lags_for_frequency(period_freq(panel.freq)))
         self._prepare(panel)
@@ -479,13 +480,23 @@ class GluonTSDeepAR(Model):
         # for validation) must see the same values as the validation and prediction inputs
         known = self._known(panel)
         if self.validation:
-            train = self._entries(panel.truncate(panel.end - horizon), known, 0, 1)
+            # a series no longer than the horizon has no training part: it is left out of training
+            cut = (panel.end - horizon).clamp(min=0)
+            train = self._entries(panel.truncate(cut), known, 0, 1) if int(cut.max()) >= 1 else []
             val = self._entries(panel, known, 0, horizon + 1)
             if not train or not val:
                 raise PanelError(f"no series is longer than horizon {horizon}: nothing to validate on; "
                                  "use validation=False")
         else:
             train, val = self._entries(panel, known, 0, 1), None
+        # GluonTS's training sampler needs horizon values in some series (measured: horizon - 1 fail);
+        # without them it stops with "Reached maximum number of idle transformation calls"
+        longest = max(len(e["target"]) for e in train)
+        if longest < horizon:
+            held = f" before the {horizon} held out for validation (validation=True)" if self.validation else ""
+            raise PanelError(f"GluonTS trains on windows of at least the horizon, {horizon} values, but the longest "
+                             f"training series has {longest} values{held}; give the series more history"
+                             + (" or pass validation=False" if self.validation else ""))
         self.conversion_seconds_ = time.perf_counter() - tc
 
         pl.seed_everything(self.seed, verbose=False)
@@ -548,10 +559,10 @@ class GluonTSDeepAR(Model):
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         """``num_samples`` paths ``[N, num_samples, horizon]`` after each series' end, in panel order.
         The same ``seed`` gives the same paths; the global torch RNG is left as it was."""
-        if getattr(self, "predictor_", None) is None:
+        if getattr(self, "predictor_", None) is None:  # horizon_ is set before a fit that may fail
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(panel, horizon) first")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self._check_fitted(num_samples)
+        check_same_freq(self, getattr(self, "freq_", None), panel)  # models saved before it: no check
         entries = self.to_gluonts(panel, future=True)
         net = self.predictor_.prediction_net
         net.model.num_parallel_samples = min(num_samples, self.num_parallel_samples)

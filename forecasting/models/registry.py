@@ -11,7 +11,7 @@ __all__ = ["MODELS", "make_model", "list_models"]
 
 
 def _empirical_window(task: Task) -> int:
-    # two years of monthly data (24), else one full natural season
+    # two seasons where the season is short (24 months, 14 days), else one full natural season
     return 2 * task.season if task.season <= 12 else task.season
 
 
@@ -53,7 +53,8 @@ MODELS: dict[str, tuple[Callable[..., Model], str]] = {
                        "last season + bootstrapped seasonal differences (natural season)"),
     "seasonal_naive_point": (lambda task, **o: SeasonalNaive(o.pop("season", task.season), point=True, **o),
                              "last season's values, no spread"),
-    "empirical": (lambda task, **o: EmpiricalRecent(o.pop("window", None) or _empirical_window(task), **o),
+    "empirical": (lambda task, window=None, **o: EmpiricalRecent(_empirical_window(task) if window is None else window,
+                                                                 **o),
                   "draws from the recent observed values (intermittent-demand baseline)"),
     "gluonts_deepar": (_gluonts_deepar, "GluonTS torch DeepAR (the peer) as fev-bench ran it through AutoGluon"),
     "deepar": (_deepar, "this package's DeepAR (negative binomial for count data, else Student-t)"),

@@ -42,7 +42,7 @@ import torch
 
 from ..data.panel import Panel
 from ..forecast import Forecast
-from .base import Model
+from .base import Model, check_nonnegative, floor_rows
 
 __all__ = ["METHODS", "StatsForecastModel"]
 
@@ -101,7 +101,8 @@ class StatsForecastModel(Model):
       ``"croston_optimized"``, ``"croston_sba"``, ``"tsb"``, ``"adida"``, ``"imapa"``)
     - ``season_length``: the seasonal period the model may use (1 = none)
     - ``max_length``: keep only the last ``max_length`` steps of each series
-    - ``n_jobs``: statsforecast's worker processes; ``nonnegative``: clip paths at 0
+    - ``n_jobs``: statsforecast's worker processes; ``nonnegative``: clip paths at 0 (True: every series;
+      None: the series never below zero in their history; False: none)
     - ``options``: passed to the statsforecast model's constructor (e.g. ``model="ZZN"``)
 
     statsforecast fits and forecasts in one call: ``fit`` runs it and keeps the predictive mean and
@@ -123,7 +124,7 @@ class StatsForecastModel(Model):
         self.season_length = int(season_length)
         self.max_length = max_length
         self.n_jobs = int(n_jobs)
-        self.nonnegative = nonnegative
+        self.nonnegative = check_nonnegative(nonnegative)
         self.options = options
         self.name = method
 
@@ -202,9 +203,7 @@ class StatsForecastModel(Model):
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
         """``[N, num_samples, horizon]`` Gaussian paths around the fitted mean (refit if ``panel``
         is not the fitted one)."""
-        horizon = self._check_fitted()
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        horizon = self._check_fitted(num_samples)
         ids, ends, *digest = self._fitted_on  # models saved before the fingerprint hold (ids, ends)
         # the fitted forecast is reused only for the very same data (ids, ends and values): a panel
         # with revised values and the same ends is forecast again
@@ -214,8 +213,9 @@ class StatsForecastModel(Model):
         gen = torch.Generator().manual_seed(0 if seed is None else seed)
         z = torch.randn(N, num_samples, horizon, generator=gen, dtype=torch.float64)
         samples = torch.from_numpy(mean)[:, None, :] + torch.from_numpy(sd)[:, None, :] * z
-        if self.nonnegative:
-            samples = samples.clamp_min(0)
+        rows = floor_rows(*panel.history(panel.num_steps), self.nonnegative)
+        if rows is not None:
+            samples[rows.cpu()] = samples[rows.cpu()].clamp_min(0)
         dtype = panel.target.dtype if panel.target.is_floating_point() else torch.float32
         return Forecast(samples.to(dtype), panel.item_ids, panel.forecast_start(), panel.freq)
 

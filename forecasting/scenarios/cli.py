@@ -22,7 +22,9 @@ DESCRIPTION = """Turn a forecast saved with Forecast.save into joint, coherent s
 The forecast holds independent samples of some of the dataset's series. The dataset supplies their
 history before each series' first forecast step, from which the dependence across series and steps
 is learned (--method), and the static columns a hierarchy of sums is built from (--hierarchy).
-Writes scenarios.parquet (or .npy / .pt, --format) and summary.json to --out.
+Writes scenarios.parquet (or .npy with its .index.json / .pt, --format) and summary.json to --out.
+A rerun into the same --out removes the scenario files of the earlier run (as its summary.json
+lists them) that this run does not write again, and says so, so the folder holds one run's files.
 
 example:
   forecasting scenarios forecast.pt --dataset walmart --data-dir ../shared/data \\
@@ -61,7 +63,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reduction", choices=("forward", "kmedoids"), default="forward",
                    help="reduction method (default: %(default)s)")
     p.add_argument("--format", action="append", choices=FORMATS, help="output format, repeatable (default: parquet)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True,
+                   help="output folder (a rerun replaces the earlier run's scenario files there)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenario draws (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)
@@ -77,14 +80,14 @@ def _history(panel, forecast):
         as_str = panel.item_ids.astype(str).get_indexer(forecast.item_ids.astype(str))
         pos = np.where(pos < 0, as_str, pos)
     if (pos < 0).any():
-        raise ScenarioError(f"the forecast has series the dataset does not: {list(forecast.item_ids[pos < 0][:5])}")
+        raise ScenarioError(f"the forecast has series the dataset does not: {forecast.item_ids[pos < 0][:5].tolist()}")
     sub = panel.select(pos)
     cut = sub.index.get_indexer(forecast.start)
     after_end = np.asarray(forecast.start == sub.index[-1] + pd.tseries.frequencies.to_offset(sub.freq))
     cut = np.where((cut < 0) & after_end, sub.num_steps, cut)
     if (cut < 1).any():
         bad = forecast.item_ids[cut < 1]
-        raise ScenarioError(f"the forecast of series {list(bad[:5])} starts outside the dataset's history "
+        raise ScenarioError(f"the forecast of series {bad[:5].tolist()} starts outside the dataset's history "
                             f"({sub.index[0]}..{sub.index[-1]})")
     # named as the forecast names them (the ids may have matched as strings only), so the dependence
     # and the hierarchy fitted on this history accept the forecast's series
@@ -107,7 +110,7 @@ def _past_residuals(history, past, seed: int) -> torch.Tensor:
     start = np.where((start < 0) & np.asarray(starts > history.index[-1]), history.num_steps, start)  # no truth yet
     if (start < 0).any():
         bad = past.item_ids[rows[start < 0]]
-        raise ScenarioError(f"the past forecast of series {list(bad[:5])} starts outside the dataset's history "
+        raise ScenarioError(f"the past forecast of series {bad[:5].tolist()} starts outside the dataset's history "
                             f"({history.index[0]}..{history.index[-1]}) or off its {history.freq!r} grid")
     idx = torch.as_tensor(start)[:, None] + torch.arange(past.horizon)[None, :]
     inside = idx < history.num_steps
@@ -122,6 +125,22 @@ def _past_residuals(history, past, seed: int) -> torch.Tensor:
     return forecast_pit(sub, torch.where(ok, y, torch.zeros_like(y)), ok, seed=seed, item_ids=history.item_ids)
 
 
+#: the scenario files a run may write into --out (summary.json lists those it wrote)
+OUTPUT_NAMES = ("scenarios.parquet", "scenarios.npy", "scenarios.index.json", "scenarios.pt")
+
+
+def _earlier_files(out: Path) -> set[str]:
+    """Names of the scenario files an earlier run wrote into ``out`` (from its summary.json) that
+    are still there; empty without a readable summary.json."""
+    try:
+        files = json.loads((out / "summary.json").read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    names = {Path(str(f)).name for f in files}
+    names |= {Path(n).with_suffix(".index.json").name for n in names if n.endswith(".npy")}
+    return {n for n in names if n in OUTPUT_NAMES and (out / n).is_file()}
+
+
 def run(args) -> int:
     """Run the ``scenarios`` subcommand; 0 on success, 2 on bad input (message on stderr)."""
     from ..datasets import DatasetError, load
@@ -133,12 +152,17 @@ def run(args) -> int:
     from .reduction import reduce_scenarios
 
     try:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ScenarioError(f"--out {out} is a file, not a folder: give a folder for the scenario files")
+        if args.season is not None and args.season < 1:
+            raise ScenarioError(f"--season must be >= 1 (a lag in steps), got {args.season}")
         forecast = Forecast.load(args.forecast)
         ds = load(args.dataset, args.data_dir)
         history = _history(ds.panel, forecast)
         options = {}
         if args.method != "independent":
-            options = {"transform": args.transform, "season": args.season or ds.task.season}
+            options = {"transform": args.transform, "season": ds.task.season if args.season is None else args.season}
         if args.method == "copula":
             options["rank"] = args.rank
             if args.groups:
@@ -157,8 +181,10 @@ def run(args) -> int:
         dep = make_dependence(args.method, **options).fit(history, forecast.horizon, **fit_options)
         scen = ScenarioSet.from_forecast(forecast, dep.apply(forecast.samples, seed=args.seed,
                                                              item_ids=forecast.item_ids), method=dep.name)
+        # series / scenarios: what the files hold (set below); input_*: the forecast's
         summary = {"forecast": str(args.forecast), "dataset": args.dataset, "method": dep.name,
-                   "series": scen.num_series, "scenarios": scen.num_scenarios, "horizon": scen.horizon}
+                   "series": scen.num_series, "scenarios": scen.num_scenarios, "horizon": scen.horizon,
+                   "input_series": forecast.num_series, "input_scenarios": forecast.num_samples}
         if args.past_forecast:
             u = fit_options["residuals"]
             summary["past_forecast"] = {"path": str(args.past_forecast),
@@ -175,7 +201,8 @@ def run(args) -> int:
                 raise ScenarioError(str(err).replace(CROSSED_HINT, "pass --crossed for crossed groupings")) from None
             scen = hier.aggregate_scenarios(scen, include_bottom=True)
             summary["hierarchy"] = {lv: len(hier.groups(lv)) for lv in hier.levels}
-        out = Path(args.out)
+        summary["series"], summary["scenarios"] = scen.num_series, scen.num_scenarios
+        earlier = _earlier_files(out)
         written = []
         for fmt in args.format or ["parquet"]:
             if fmt == "parquet":
@@ -185,9 +212,21 @@ def run(args) -> int:
             else:
                 written.append(write_torch(out / "scenarios.pt", scen))
         summary["files"] = [str(p) for p in written]
+        stale = sorted(earlier - {p.name for p in written} - {p.with_suffix(".index.json").name for p in written
+                                                              if p.suffix == ".npy"})
+        if stale:
+            summary["removed_from_earlier_run"] = stale
         atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
-    except (ScenarioError, DatasetError, FileNotFoundError, ValueError) as err:
+        for name in stale:
+            (out / name).unlink(missing_ok=True)
+        if stale:
+            print(f"removed the earlier run's {', '.join(stale)} from {out} (this run wrote "
+                  f"{', '.join(p.name for p in written)})", file=sys.stderr)
+    except (ScenarioError, DatasetError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a missing forecast file, an --out that cannot be written
+        print(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=1))
     return 0

@@ -108,7 +108,8 @@ class ScenarioSet:
             object.__setattr__(self, "weights", w.double())
         if not bool(torch.isfinite(v).all()):
             bad = ~torch.isfinite(v).reshape(n, -1).all(1)
-            raise ScenarioError(f"non-finite scenario values for series {list(self.item_ids[bad.cpu().numpy()][:5])}")
+            raise ScenarioError("non-finite scenario values for series "
+                                f"{self.item_ids[bad.cpu().numpy()][:5].tolist()}")
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -257,7 +257,14 @@ def read_numpy(path, mmap: bool = True) -> ScenarioSet:
     the ScenarioSet holds them series-major as a view, no copy)."""
     path = Path(path)
     index = path.with_suffix(".index.json")
-    meta = json.loads(index.read_text())
+    for f, what in ((path, "values file"), (index, "index (series, dates, weights)")):
+        if not f.exists():
+            raise ScenarioError(f"{f} does not exist: write_numpy writes the {what} there; read the .npy that "
+                                "write_numpy wrote, with its .index.json beside it")
+    try:
+        meta = json.loads(index.read_text())
+    except ValueError as err:
+        raise ScenarioError(f"{index} is not an index written by write_numpy ({err})") from None
     if "values_fingerprint" in meta and meta["values_fingerprint"] != _fingerprint(path):
         raise ScenarioError(f"{index} does not describe {path}: the values file was replaced after the index "
                             "was written (an interrupted write_numpy?); write the scenarios again")

@@ -45,7 +45,8 @@ class Hierarchy:
         self.item_ids = pd.Index(item_ids)
         n = len(self.item_ids)
         if self.item_ids.has_duplicates:
-            raise ScenarioError(f"duplicate series ids in the hierarchy: {list(self.item_ids[self.item_ids.duplicated()][:5])}")
+            raise ScenarioError("duplicate series ids in the hierarchy: "
+                                f"{self.item_ids[self.item_ids.duplicated()][:5].tolist()}")
         if not levels:
             raise ScenarioError("a hierarchy needs at least one level")
         self._codes: dict[str, torch.Tensor] = {}
@@ -57,7 +58,7 @@ class Hierarchy:
                 raise ScenarioError(f"level {name!r} has {arr.shape[0] if arr.ndim else 0} labels for {n} series")
             missing = pd.isna(arr)
             if missing.any():
-                raise ScenarioError(f"level {name!r} has no label for series {list(self.item_ids[missing][:5])}")
+                raise ScenarioError(f"level {name!r} has no label for series {self.item_ids[missing][:5].tolist()}")
             codes, uniq = pd.factorize(arr, sort=True)
             self._codes[name] = torch.from_numpy(codes.astype(np.int64))
             self._groups[name] = pd.Index(uniq, name=name)
@@ -211,7 +212,7 @@ class Hierarchy:
             first = frame[frame.g == g]["start"].unique()[:3]
             raise ScenarioError(
                 f"the series of {_label(level, self._groups[level][g])!r} start their scenarios at different dates "
-                f"({[str(t) for t in first]}, e.g. series {list(members[:5])}): steps would be summed across dates. "
+                f"({[str(t) for t in first]}, e.g. series {members[:5].tolist()}): steps would be summed across dates. "
                 "Build the scenarios from one forecast origin (e.g. windows with align='grid')")
         return pd.DatetimeIndex(frame.groupby("g")["start"].first().sort_index().to_numpy())
 

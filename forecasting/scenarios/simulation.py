@@ -7,6 +7,7 @@ and returns the weighted KPI distributions: mean, standard deviation, quantiles 
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
@@ -104,14 +105,10 @@ def run_policy(simulator: Simulator, scenarios: ScenarioSet | ScenarioStream, po
     for chunk in tqdm(stream, disable=not progress, desc="simulate", leave=False):
         if check is not None and isinstance(scenarios, ScenarioStream):
             check(chunk.values, stream.item_ids)
-        out = simulator.simulate(chunk.values, policy)
+        out = _simulate_checked(simulator, chunk.values, policy)
         s = chunk.values.shape[1]
         for k in simulator.kpis:
-            if k not in out:
-                raise ScenarioError(f"the simulator did not return KPI {k!r}")
-            if out[k].shape != (s,):
-                raise ScenarioError(f"KPI {k!r} has shape {tuple(out[k].shape)}, expected one value per scenario [{s}]")
-            parts[k].append(out[k].detach().double().cpu())
+            parts[k].append(_kpi(out, k, s))
         weights.append(chunk.weights.double().cpu())
     w = torch.cat(weights)
     values = {k: torch.cat(v) for k, v in parts.items()}
@@ -125,6 +122,36 @@ def run_policy(simulator: Simulator, scenarios: ScenarioSet | ScenarioStream, po
         row[f"cvar{alpha:g}"] = cvar(v, w, alpha, upper=worse.get(k, True))
         rows.append(row)
     return KPIReport(values, w, pd.DataFrame(rows).set_index("kpi"))
+
+
+def _simulate_checked(simulator: Simulator, demand: torch.Tensor, policy) -> dict:
+    """``simulator.simulate`` on demand its ``check_demand`` has passed already: a simulator whose
+    ``simulate`` takes ``check`` (the :class:`InventorySimulator`) is told not to check it again."""
+    try:
+        takes_check = "check" in inspect.signature(simulator.simulate).parameters
+    except (TypeError, ValueError):  # a builtin or C callable
+        takes_check = False
+    if takes_check and getattr(simulator, "check_demand", None) is not None:
+        return simulator.simulate(demand, policy, check=False)
+    return simulator.simulate(demand, policy)
+
+
+def _kpi(out, k: str, s: int) -> torch.Tensor:
+    """KPI ``k`` of a simulator's output as a float64 CPU tensor ``[s]``: tensors, numpy arrays and
+    lists are taken; a missing KPI or one of another shape is an error."""
+    if not isinstance(out, dict) or k not in out:
+        raise ScenarioError(f"the simulator did not return KPI {k!r}" + ("" if isinstance(out, dict) else
+                                                                          f" (it returned a {type(out).__name__}, "
+                                                                          "not a dict {kpi: [S]})"))
+    v = out[k]
+    try:
+        t = v.detach() if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v, dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise ScenarioError(f"KPI {k!r} must be numbers, one per scenario (a tensor, array or list), got "
+                            f"{type(v).__name__}: {err}") from None
+    if t.shape != (s,):
+        raise ScenarioError(f"KPI {k!r} has shape {tuple(t.shape)}, expected one value per scenario [{s}]")
+    return t.double().cpu()
 
 
 def kpi_features(simulator: Simulator, scenarios: ScenarioSet, policy, groups,
@@ -156,8 +183,8 @@ def kpi_features(simulator: Simulator, scenarios: ScenarioSet, policy, groups,
         pol = policy
         if isinstance(policy, torch.Tensor) and policy.ndim >= 1 and policy.shape[0] == N:
             pol = policy[rows.to(policy.device)]
-        out = simulator.simulate(scenarios.values[rows.to(scenarios.values.device)], pol)
-        cols += [out[k].detach().double().cpu() for k in kpis]
+        out = _simulate_checked(simulator, scenarios.values[rows.to(scenarios.values.device)], pol)
+        cols += [_kpi(out, k, scenarios.num_scenarios) for k in kpis]
     x = torch.stack(cols, 1)  # [S, G * K]
     return _standardized(x, scenarios.weights) if standardize else x
 
@@ -307,9 +334,12 @@ class InventorySimulator:
             raise ScenarioError(f"negative demand (returns) for {culprits(demand < 0)}; "
                                 "pass negative_demand='return' to put returns back in stock")
 
-    def simulate(self, demand: torch.Tensor, base_stock) -> dict[str, torch.Tensor]:
-        """``demand`` ``[N, S, H]`` -> ``{kpi: [S]}`` (see the class docstring)."""
-        self.check_demand(demand)
+    def simulate(self, demand: torch.Tensor, base_stock, check: bool = True) -> dict[str, torch.Tensor]:
+        """``demand`` ``[N, S, H]`` -> ``{kpi: [S]}`` (see the class docstring). ``check=False``
+        skips :meth:`check_demand` (``run_policy`` and ``kpi_features`` run it once on the whole
+        set, naming the series, before they simulate)."""
+        if check:
+            self.check_demand(demand)
         N, S, H = demand.shape
         d_all = demand.double()
         levels = self._levels(base_stock, N, S, H, demand.device).double()

@@ -11,7 +11,14 @@
 Series are chosen by ``series``: None (all), a list of series ids, a boolean mask ``[N]``, or a
 dict ``{column: label or [labels]}`` on static attributes (a Panel's static categoricals or a
 Hierarchy's levels), e.g. ``{"Store": [1, 2]}``. Dates are chosen by ``start`` / ``end``
-(inclusive; timestamps, or ints for step positions of the scenarios' horizon).
+(inclusive; timestamps, or ints for step positions of the scenarios' horizon). On series with a
+time zone (e.g. pedestrian's Australia/Melbourne), a naive timestamp is wall-clock time in that
+zone (``"2016-12-25 00:00"`` is local midnight) and a time-zone-aware one is converted to it; on
+naive series, bounds must be naive.
+
+:func:`apply_shock` acts on bottom series: shock the scenarios before
+``Hierarchy.aggregate_scenarios`` (a set that already holds aggregates is refused, since scaling a
+bottom series would leave its aggregates unchanged and the set incoherent).
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import torch
 from ..data.calendar import forecast_dates
 from ..data.panel import Panel
 from ..forecast import Forecast
-from .core import ScenarioError, ScenarioSet
+from .core import ScenarioError, ScenarioSet, name_series
 from .hierarchy import Hierarchy, static_frame
 
 __all__ = [
@@ -38,6 +45,11 @@ __all__ = [
     "step_mask",
     "stress_scenarios",
 ]
+
+
+def _plain(values) -> list:
+    """``values`` as Python scalars, for messages (numpy 2 shows ``np.int64(1)`` otherwise)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
 def series_mask(item_ids: pd.Index, series=None, attributes: pd.DataFrame | Panel | Hierarchy | None = None) -> np.ndarray:
@@ -59,7 +71,8 @@ def series_mask(item_ids: pd.Index, series=None, attributes: pd.DataFrame | Pane
             known = set(frame[col].dropna().unique())
             unknown = [v for v in values if v not in known]
             if unknown:
-                raise ScenarioError(f"no series has {col} in {unknown}; {col} takes values {sorted(known, key=str)[:10]}")
+                raise ScenarioError(f"no series has {col} in {_plain(unknown)}; {col} takes values "
+                                    f"{_plain(sorted(known, key=str)[:10])}")
             mask &= frame[col].isin(values).to_numpy()
         return mask
     arr = np.asarray(series)
@@ -69,14 +82,33 @@ def series_mask(item_ids: pd.Index, series=None, attributes: pd.DataFrame | Pane
         return arr
     pos = item_ids.get_indexer(pd.Index(list(series)))
     if (pos < 0).any():
-        raise ScenarioError(f"unknown series {list(pd.Index(list(series))[pos < 0][:5])}")
+        raise ScenarioError(f"unknown series {pd.Index(list(series))[pos < 0][:5].tolist()}")
     mask = np.zeros(n, dtype=bool)
     mask[pos] = True
     return mask
 
 
-def _bound(x, default: pd.Timestamp) -> pd.Timestamp:
-    return default if x is None else pd.Timestamp(x)
+def _bound(x, default: pd.Timestamp, tz=None) -> pd.Timestamp:
+    """``x`` as a timestamp comparable with dates in time zone ``tz`` (None: naive dates): a naive
+    ``x`` is wall-clock time in ``tz``, an aware one is converted to it."""
+    if x is None:
+        return default if tz is None else default.tz_localize("UTC")  # an aware bound compares across zones
+    try:
+        t = pd.Timestamp(x)
+    except (TypeError, ValueError) as err:
+        raise ScenarioError(f"{x!r} is not a timestamp (or an int step position): {err}") from None
+    if tz is None:
+        if t.tz is not None:
+            raise ScenarioError(f"the dates are time-zone naive but the bound {x!r} has time zone {t.tz}; "
+                                "give a naive timestamp")
+        return t
+    if t.tz is not None:
+        return t.tz_convert(tz)
+    try:
+        return t.tz_localize(tz)
+    except (ValueError, TypeError) as err:  # a wall-clock time that a DST change skips or repeats
+        raise ScenarioError(f"{x!r} is not a single wall-clock time in {tz}: {err}; give a time-zone-aware "
+                            "timestamp") from None
 
 
 def step_mask(start: pd.DatetimeIndex, freq: str, horizon: int, first=None, last=None) -> np.ndarray:
@@ -90,11 +122,13 @@ def step_mask(start: pd.DatetimeIndex, freq: str, horizon: int, first=None, last
         steps = np.arange(horizon)
         return np.broadcast_to((steps >= lo) & (steps <= hi), (len(start), horizon)).copy()
     offset = pd.tseries.frequencies.to_offset(freq)
-    ts = forecast_dates(start, horizon, offset).values.reshape(len(start), horizon)  # [N, H], UTC instants
-    lo, hi = _bound(first, pd.Timestamp.min), _bound(last, pd.Timestamp.max)
+    tz = pd.DatetimeIndex(start).tz
+    # [N, H] int64 nanoseconds: UTC instants for zoned dates, wall-clock for naive ones, as the bounds
+    ts = forecast_dates(start, horizon, offset).asi8.reshape(len(start), horizon)
+    lo, hi = _bound(first, pd.Timestamp.min, tz), _bound(last, pd.Timestamp.max, tz)
     if lo > hi:
         raise ScenarioError(f"start {lo} is after end {hi}")
-    return (ts >= lo.to_datetime64()) & (ts <= hi.to_datetime64())
+    return (ts >= lo.value) & (ts <= hi.value)
 
 
 # ---------------------------------------------------------------------- covariates through the model
@@ -133,7 +167,7 @@ def override_covariates(panel: Panel, overrides: Sequence[CovariateOverride]) ->
             raise ScenarioError(f"unknown covariate {ov.column!r}; the panel's known covariates are {list(panel.known_names)}")
         k = panel.known_names.index(ov.column)
         rows = series_mask(panel.item_ids, ov.series, panel)
-        lo, hi = _bound(ov.start, pd.Timestamp.min), _bound(ov.end, pd.Timestamp.max)
+        lo, hi = _bound(ov.start, pd.Timestamp.min, grid.tz), _bound(ov.end, pd.Timestamp.max, grid.tz)
         cols = np.asarray((grid >= lo) & (grid <= hi))
         if not cols.any():
             raise ScenarioError(f"override of {ov.column!r}: no covariate step between {ov.start} and {ov.end} "
@@ -183,6 +217,7 @@ def apply_shock(scenarios: ScenarioSet, factor: float, series=None, start=None, 
     0 = closure). Every other value is unchanged."""
     if not np.isfinite(factor) or factor < 0:
         raise ScenarioError(f"factor must be finite and >= 0, got {factor!r}")
+    _refuse_aggregates(scenarios, attributes)
     rows = series_mask(scenarios.item_ids, series, attributes)
     steps = step_mask(scenarios.start, scenarios.freq, scenarios.horizon, start, end)
     hit = torch.as_tensor(rows[:, None] & steps, device=scenarios.values.device)  # [N, H]
@@ -190,6 +225,28 @@ def apply_shock(scenarios: ScenarioSet, factor: float, series=None, start=None, 
         raise ScenarioError(f"the shock selects no (series, step): series={series!r}, start={start!r}, end={end!r}")
     values = torch.where(hit[:, None, :], scenarios.values * factor, scenarios.values)
     return scenarios.replace(values=values)
+
+
+def _refuse_aggregates(scenarios: ScenarioSet, attributes) -> None:
+    """Raise when ``scenarios`` holds aggregate nodes: a Hierarchy's node ids, else the names
+    ``Hierarchy.aggregate_scenarios`` gives them (``total``, ``<level>=<value>`` with ``<level>`` a
+    column of the attributes, or any ``<name>=<value>`` without attributes) that are not series of
+    the attributes."""
+    ids = pd.Index(scenarios.item_ids)
+    if isinstance(attributes, Hierarchy):
+        nodes = ids[ids.isin(attributes.node_ids())]
+    else:
+        frame = static_frame(attributes) if isinstance(attributes, Panel) else attributes
+        labels = ids.astype(str)
+        prefix = labels.str.split("=", n=1).str[0]
+        named = labels.str.contains("=", regex=False) & (prefix.isin(list(frame.columns)) if frame is not None
+                                                         else np.ones(len(ids), dtype=bool))
+        bottom = ids.isin(frame.index) if frame is not None else np.zeros(len(ids), dtype=bool)
+        nodes = ids[((labels == "total") | named) & ~bottom]
+    if len(nodes):
+        raise ScenarioError(f"the scenarios hold aggregates ({name_series(list(nodes))}); a shock of their bottom "
+                            "series would leave the aggregates unchanged and the set incoherent: shock the bottom "
+                            "series' scenarios first, then aggregate them (Hierarchy.aggregate_scenarios)")
 
 
 def stress_scenarios(scenarios: ScenarioSet, tail: float = 0.05, statistic: str | Callable = "total",

@@ -204,3 +204,95 @@ def test_cells_record_their_models_code_and_stale_ones_are_listed_and_rerun(tmp_
     messages.clear()
     run_plan(_plan(), tmp_path, progress=False, write_forecasts=False, rerun_stale=True, log=messages.append)
     assert "1 to run" in messages[0] and json.loads(path.read_text())["code"] == cell_code
+
+
+def test_time_limited_cells_record_the_load_and_the_report_shows_it(tmp_path):
+    quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
+    models = (ModelEntry("naive"),
+              ModelEntry("deepar", {"time_limit": 30, "max_epochs": 2, "batches_per_epoch": 2, "hidden_size": 8}))
+    run_plan(plan_suites([Suite("t", (DatasetEntry("traffic_weekly_sample"),), models, 10, (0,))]), tmp_path, **quiet)
+    cells = {c["model"]: c for c in read_cells(tmp_path)}
+    deepar = cells["deepar"]
+    assert deepar["error"] is None and deepar["stopped_by"] in ("max_epochs", "early_stopping")
+    assert deepar["load_at_start"] >= 0 and 0 < deepar["fit_cpu_seconds"]
+    page = render(tmp_path, plots=False).read_text()
+    line = next(x for x in page.splitlines() if x.startswith("Time-limited fits"))
+    assert "deepar load " in line and "(0 of 1 stopped by the limit)" in line and "naive load" not in line
+
+
+def _device_naive():
+    """A baseline that takes the runner's device (as DeepAR does), for the interrupted-run test."""
+    from forecasting.models.baselines import Naive
+
+    class DeviceNaive(Naive):
+        def __init__(self, device: str = "cpu", seed: int = 0, progress: bool = False):
+            super().__init__()
+            self.device = device
+
+    return DeviceNaive
+
+
+def test_a_first_run_stopped_by_ctrl_c_reports_its_finished_cells(tmp_path, monkeypatch):
+    import pytest
+
+    from forecasting.bench import runner
+    from forecasting.models.registry import MODELS
+    cls = _device_naive()
+    monkeypatch.setitem(MODELS, "device_naive", (lambda task, **o: cls(**o), "test aid: takes a device"))
+    calls = []
+    real = runner._run_cell
+
+    def stop_at_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_run_cell", stop_at_third)
+    plan = plan_suites([Suite("t", (DatasetEntry("traffic_weekly_sample"),),
+                              (ModelEntry("device_naive"), ModelEntry("naive")), 10, (0, 1))])
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan, tmp_path, device="cpu", progress=False, write_forecasts=False, log=lambda msg: None)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["device"] == "cpu" and run["cells"] == 4 and run["completed"] == 0 and run["finished"] is None
+    assert run["environment"]["logical_cpus"] >= 1
+    page = render(tmp_path, plots=False).read_text()
+    assert "Run interrupted (or still running): 2 of 4 planned cells have results, computed between" in page
+    assert "None" not in page.split("Machine:")[1].splitlines()[0]
+    assert "| device_naive |" in page  # its cells carry the run's device and belong to the plan
+
+
+def test_the_report_of_a_run_without_cells_says_none_were_computed(tmp_path):
+    from forecasting.bench.report import _status_line
+    line = _status_line({"started": "2026-01-01 00:00:00 UTC", "finished": None}, [], 4)
+    assert line.startswith("Run interrupted (or still running): 0 of 4 planned cells have results, none computed yet")
+
+
+def test_a_damaged_run_json_is_a_clear_error(tmp_path):
+    import pytest
+    for text, message in (("{bad", "is not a readable run record (JSONDecodeError"),
+                          ("{}", "is not a run record of `forecasting run` (no plan"),
+                          ("[1]", "is not a run record of `forecasting run` (no plan")):
+        (tmp_path / "run.json").write_text(text)
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            render(tmp_path, plots=False)
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):  # never overwritten by a run
+            run_plan(_plan(), tmp_path, progress=False, write_forecasts=False, log=lambda msg: None)
+        assert (tmp_path / "run.json").read_text() == text
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        run_plan(_plan(), afile, progress=False, write_forecasts=False, log=lambda msg: None)
+
+
+def test_rerunning_one_model_says_the_other_models_cells_are_not_shown(tmp_path):
+    quiet = {"progress": False, "write_forecasts": False, "log": lambda msg: None}
+    run_plan(_plan(), tmp_path, **quiet)
+    page = render(tmp_path, plots=False).read_text()
+    assert "Cells of other plans" not in page
+    one = plan_suites([Suite("t", (DatasetEntry("traffic_weekly_sample"),), (ModelEntry("naive"),), 10, (0,))])
+    run_plan(one, tmp_path, **quiet)
+    page = render(tmp_path, plots=False).read_text()
+    assert "| empirical |" not in page
+    assert ("`cells/` also holds cells of 1 dataset x model pair(s) that the last command did not plan "
+            "(traffic_weekly_sample / empirical)") in page and "Rerun the full command" in page

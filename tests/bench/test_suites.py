@@ -107,3 +107,77 @@ def test_unknown_names_fail_before_running():
         plan_suites([s])
     with pytest.raises(SuiteError, match="unknown suite 'nope'"):
         load_suite("nope")
+
+
+def _tiny(name, num_samples=20, seeds=(0,), models=(ModelEntry("naive"),), windows=None):
+    return Suite(name, (DatasetEntry("traffic_weekly_sample", windows),), models, num_samples, seeds)
+
+
+def test_suites_that_disagree_on_samples_or_seeds_are_an_error_unless_the_command_line_sets_them():
+    a, b = _tiny("a", 20, (0,)), _tiny("b", 50, (0, 1), (ModelEntry("seasonal_naive"),))
+    with pytest.raises(SuiteError, match=r"disagree on num_samples: suite 'a' has 20, suite 'b' has 50"):
+        plan_suites([a, b])
+    with pytest.raises(SuiteError, match=r"disagree on seeds: suite 'a' has \[0\], suite 'b' has \[0, 1\]"):
+        plan_suites([a, b], num_samples=30)
+    plan = plan_suites([a, b], num_samples=30, seeds=[4])
+    assert plan.num_samples == 30 and plan.seeds == [4]
+    assert plan_suites([a, _tiny("c", 20, (0,))]).num_samples == 20  # agreeing suites merge as before
+
+
+@pytest.mark.parametrize("top, dataset, model, message", [
+    ("", 'windows = "2"', "", "dataset 'traffic_weekly_sample': windows must be an integer, got '2' (str)"),
+    ("", "windows = 2.5", "", "dataset 'traffic_weekly_sample': windows must be an integer, got 2.5 (float)"),
+    ("", "windows = true", "", "dataset 'traffic_weekly_sample': windows must be an integer, got True (bool)"),
+    ('num_samples = "abc"', "", "", "num_samples must be an integer, got 'abc' (str)"),
+    ("num_samples = 2.7", "", "", "num_samples must be an integer, got 2.7 (float)"),
+    ('seeds = [0, "1"]', "", "", "seeds must be an integer, got '1' (str)"),
+    ("", 'optional = "false"', "", "dataset 'traffic_weekly_sample': optional must be a boolean (true or false), "
+                                   "got 'false' (str)"),
+    ("", "", 'skip = "walmart"', "model 'naive': skip must be a list of dataset names (strings), got 'walmart'"),
+    ("", "", "only = [1]", "model 'naive': only must be a list of dataset names (strings), got [1]"),
+    ("", "", "why = 3", "model 'naive': why must be a string, got 3 (int)"),
+])
+def test_suite_values_of_the_wrong_type_are_errors_naming_the_file_section_and_field(tmp_path, top, dataset, model,
+                                                                                     message):
+    p = tmp_path / "t.toml"
+    p.write_text(f'name = "t"\n{top}\n[[dataset]]\nname = "traffic_weekly_sample"\n{dataset}\n'
+                 f'[[model]]\nname = "naive"\n{model}\n')
+    with pytest.raises(SuiteError) as err:
+        load_suite(p)
+    assert str(err.value) == f"suite file {p}: {message}"
+
+
+def test_model_options_and_dataset_names_are_checked_before_anything_runs():
+    def plan(model):
+        return plan_suites([_tiny("t", models=(model,))], extra_options={"time_limit": 60.0})
+
+    with pytest.raises(SuiteError, match=r"model 'seasonal_naive': option\(s\) \['seasn'\] are not parameters of "
+                                         r"'seasonal_naive' \(it takes: nonnegative, point, season\)"):
+        plan(ModelEntry("seasonal_naive", {"seasn": 12}))
+    with pytest.raises(SuiteError, match=r"model 'empirical': option\(s\) \['time_limit'\] are not parameters"):
+        plan(ModelEntry("empirical", {"time_limit": 5}))
+    with pytest.raises(SuiteError, match=r"option\(s\) \['windw'\]"):  # per_dataset options too
+        plan(ModelEntry("empirical", per_dataset={"traffic_weekly_sample": {"windw": 3}}))
+    for field, entry in (("skip", ModelEntry("naive", skip=("trafic_weekly_sample",))),
+                         ("only", ModelEntry("naive", only=("trafic_weekly_sample",))),
+                         ("per_dataset", ModelEntry("naive", per_dataset={"trafic_weekly_sample": {}}))):
+        with pytest.raises(SuiteError, match=rf"model 'naive': {field} names \['trafic_weekly_sample'\], not a "
+                                             "known dataset name"):
+            plan(entry)
+    # another suite's dataset is a known name (a model entry may be shared); the runner's --time-limit
+    # fills in only the models that take it, so the report does not list it for the others
+    p = plan(ModelEntry("seasonal_naive", {"season": 4}, skip=("walmart",)))
+    assert p.to_json()["models"]["traffic_weekly_sample"] == [{"name": "seasonal_naive", "options": {"season": 4}}]
+    p = plan(ModelEntry("deepar", {"max_epochs": 1}))
+    assert p.models["traffic_weekly_sample"][0].options == {"time_limit": 60.0, "max_epochs": 1}
+
+
+def test_windows_above_the_tasks_number_of_windows_are_an_error():
+    total = get_spec("traffic_weekly_sample").task.num_windows
+    with pytest.raises(SuiteError, match=rf"--windows {total + 1}: traffic_weekly_sample's task has {total} "
+                                         r"rolling window\(s\); a run scores only the last N of them, so N "
+                                         rf"must be <= {total}"):
+        plan_suites([_tiny("t")], windows=total + 1)
+    with pytest.raises(SuiteError, match=rf"suite 't'.*windows = {total + 1}: .* must be <= {total}"):
+        plan_suites([_tiny("t", windows=total + 1)])
+    assert plan_suites([_tiny("t")], windows=total).datasets[0].windows == total

@@ -253,3 +253,27 @@ def test_window_select_keeps_truth_mask_and_cutoffs_of_the_chosen_series():
     assert sub.cutoff.tolist() == [10, 10] and sub.mask.all() and sub.index == w.index
     with pytest.raises(PanelError, match="holds no series"):
         w.select(w.train.item_ids.isin(["zz"]))
+
+
+def test_future_frame_values_are_checked_and_a_step_without_any_covariate_is_named():
+    dates = pd.date_range("2024-01-05", periods=6, freq="W-FRI")
+    df = pd.DataFrame({"item_id": ["a"] * 6 + ["b"] * 6, "timestamp": list(dates) * 2, "target": np.arange(12.0),
+                       "price": 1.0})
+    fdates = pd.date_range(dates[-1], periods=3, freq="W-FRI")[1:]
+    fut = pd.DataFrame({"item_id": ["a", "a", "b", "b"], "timestamp": list(fdates) * 2,
+                        "price": [1.0, 1.0, "n/a", 1.0]})
+    with pytest.raises(PanelError, match="non-numeric values in column 'price' of `future` for series 'b'"):
+        Panel.from_long(df, freq="W-FRI", known_covariates=["price"], future=fut)
+    fut["price"] = [1.0, np.nan, 1.0, 1.0]
+    panel = Panel.from_long(df, freq="W-FRI", known_covariates=["price"], future=fut)
+    with pytest.raises(PanelError, match="series 'a' has no value of any of them at forecast step 2"):
+        panel.future_known(2)
+    with pytest.raises(PanelError, match="grid reaches"):
+        panel.future_known(3)
+
+
+def test_targets_beyond_float32_integer_precision_warn():
+    df = pd.DataFrame({"item_id": "big", "timestamp": pd.date_range("2024-01-05", periods=4, freq="W-FRI"),
+                       "target": 1e9 + np.arange(4) * 10})
+    with pytest.warns(UserWarning, match="above 2\\^24 .* series 'big' .* steps of up to 64"):
+        Panel.from_long(df, freq="W-FRI")

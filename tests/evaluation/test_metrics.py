@@ -150,3 +150,22 @@ def test_undefined_denominators_and_bad_forecasts_give_nan_not_a_number_that_loo
     assert math.isnan(M.scaled_crps(torch.zeros(2, 4, 3), y).item())
     point = torch.tensor([[1.0, float("nan"), 1.0], [1.0, 1.0, 1.0]])
     assert math.isnan(M.mase(point, torch.ones(2, 3), torch.ones(2)).item())
+
+
+def test_means_over_no_observed_point_are_nan_not_a_perfect_zero():
+    samples, y = torch.rand(2, 5, 3), torch.full((2, 3), float("nan"))
+    lo, hi = torch.zeros(2, 3), torch.ones(2, 3)
+    assert torch.isnan(M.crps(samples, y)) and torch.isnan(M.coverage(lo, hi, y))
+    assert torch.isnan(M.interval_score(lo, hi, y, 0.2)) and torch.isnan(M.pit_coverage(samples, y))
+    assert torch.isnan(M.mase(lo, torch.ones(2, 3), torch.zeros(2)))  # every scale 0: no point counts
+    assert float(M.coverage(lo, hi, torch.full((2, 3), 0.5))) == 1.0
+
+
+def test_interval_and_quantile_metrics_check_shapes():
+    y = torch.rand(3, 4)
+    with pytest.raises(ValueError, match="lower bounds shape"):
+        M.coverage(torch.zeros(2, 4), torch.ones(2, 4), y)
+    with pytest.raises(ValueError, match="upper bounds shape"):
+        M.interval_score(torch.zeros(3, 4), torch.ones(3, 5), y, 0.2)
+    with pytest.raises(ValueError, match="Q = 2 levels"):
+        M.quantile_loss(torch.rand(3, 3, 4), y, [0.1, 0.9])

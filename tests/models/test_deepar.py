@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -538,3 +540,27 @@ def test_an_epoch_cut_short_by_the_time_limit_averages_the_batches_it_ran():
     assert entry["batches"] == 1  # the first batch always runs
     one = DeepAR(max_epochs=1, validation=False, **{**FAST, "batches_per_epoch": 1}).fit(panel, 6)
     assert entry["train_loss"] == pytest.approx(one.train_["train"]["history"][0]["train_loss"], rel=1e-6)
+
+
+def test_predict_refuses_other_frequencies_reordered_static_reals_and_unflagged_missing_covariates(fitted):
+    model, panel, _ = fitted
+    with pytest.raises(PanelError, match="fitted on 'MS' data, the panel's frequency is 'W-SUN'"):
+        model.predict(dataclasses.replace(panel, freq="W-SUN"), 5)
+    rng = np.random.default_rng(0)
+    ts = pd.date_range("2015-01-01", periods=42, freq="MS")
+    d = pd.DataFrame({"item_id": np.repeat([f"s{i}" for i in range(8)], 42), "timestamp": np.tile(ts, 8),
+                      "target": rng.poisson(5, 8 * 42).astype(float), "promo": rng.integers(0, 2, 8 * 42) * 1.0,
+                      "temp": rng.normal(size=8 * 42), "size": np.repeat(np.arange(8.0), 42)})
+    d["age"] = 2 * d["size"]
+    hist, fut = d[d.timestamp < ts[36]], d[d.timestamp >= ts[36]][["item_id", "timestamp", "promo", "temp"]]
+    fit_on = Panel.from_long(hist, freq="MS", static_real=["size", "age"], known_covariates=["promo", "temp"],
+                             future=fut)
+    m = DeepAR(likelihood="negbin", max_epochs=1, validation=False, **FAST).fit(fit_on, 6)
+    gap = fit_on.known.clone()
+    gap[3, int(fit_on.end[3]) + 2, 0] = float("nan")  # promo had no gap at fit: no missing-value input for it
+    with pytest.raises(PanelError, match=r"'promo' is missing in the forecast window of series 's3' .*2018-03-01"):
+        m.predict(dataclasses.replace(fit_on, known=gap), 5)
+    swapped = Panel.from_long(hist, freq="MS", static_real=["age", "size"], known_covariates=["promo", "temp"],
+                              future=fut)
+    with pytest.raises(ValueError, match=r"static reals \['age', 'size'\] differ from those at fit \['size', 'age'\]"):
+        m.predict(swapped, 5)

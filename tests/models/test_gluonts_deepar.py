@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -207,3 +208,18 @@ def test_month_start_panels_map_to_gluonts_period_frequency():
     p = Panel.from_long(df, freq="MS")
     f = GluonTSDeepAR(max_epochs=1, num_batches_per_epoch=2, batch_size=8, validation=False).fit(p, 3).predict(p, 10)
     assert f.samples.shape == (2, 10, 3) and f.start[0] == pd.Timestamp("2021-07-01")
+
+
+def test_validation_leaves_out_series_no_longer_than_the_horizon_and_too_short_panels_are_named():
+    import pandas as pd
+    ts = pd.date_range("2024-01-05", periods=12, freq="W-FRI")
+    df = pd.concat([pd.DataFrame({"item_id": "long", "timestamp": ts, "target": np.arange(12.0) + 3}),
+                    pd.DataFrame({"item_id": "short", "timestamp": ts[:3], "target": [1.0, 2.0, 3.0]})])
+    panel = forecasting.Panel.from_long(df, freq="W-FRI")
+    opts = dict(context_length=8, max_epochs=1, num_batches_per_epoch=2, hidden_size=8, num_layers=1)
+    fc = GluonTSDeepAR(**opts).fit(panel, 4).predict(panel, 5)
+    assert fc.samples.shape == (2, 5, 4)
+    with pytest.raises(forecasting.PanelError, match="longest training series has 3 values before the 4 held out"):
+        GluonTSDeepAR(**opts).fit(panel.select([0]).truncate(torch.tensor([7])), 4)
+    with pytest.raises(forecasting.PanelError, match="fitted on 'W-FRI' data, the panel's frequency is 'D'"):
+        GluonTSDeepAR(**opts).fit(panel, 4).predict(dataclasses.replace(panel, freq="D"), 5)

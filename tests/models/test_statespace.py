@@ -167,6 +167,8 @@ def test_bad_arguments_and_mismatched_panels_error_clearly(fitted):
     from forecasting.models.base import NotFittedError
     with pytest.raises(NotFittedError):
         StateSpace().predict(panel, 10)
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        model.predict(panel, 0)
 
 
 def test_cuda_path_on_cpu():
@@ -315,3 +317,43 @@ def test_crossed_seasonality_gives_weekend_days_their_own_daily_shape():
     assert score["crossed"] < 0.7 * score["additive"]
     with pytest.raises(ValueError, match="seasonal must be True, False or 'crossed'"):
         StateSpace(seasonal="multiplicative")
+
+
+def _grouped_frame(order):
+    rng = np.random.default_rng(1)
+    ts = pd.date_range("2020-01-05", periods=40, freq="W-SUN")
+    rows = []
+    for i, g in enumerate(["g0", "g1", "g0", "g1"]):
+        rows.append(pd.DataFrame({"item_id": f"s{i}", "timestamp": ts, "target": 10 + 20 * (g == "g1") + rng.normal(0, 1, 40),
+                                  "store": g}))
+    df = pd.concat(rows, ignore_index=True)
+    df["store"] = pd.Categorical(df["store"], categories=order)
+    return df
+
+
+def test_groups_are_matched_by_name_and_unseen_levels_or_revised_values_are_errors():
+    fitted_on = Panel.from_long(_grouped_frame(["g0", "g1"]), freq="W-SUN", static_categorical=["store"])
+    model = StateSpace(likelihood="normal", group="store", num_steps=30, device="cpu", jit=False).fit(fitted_on, 4)
+    flipped = Panel.from_long(_grouped_frame(["g1", "g0"]), freq="W-SUN", static_categorical=["store"])
+    assert torch.equal(model.predict(flipped, 20, seed=3).samples, model.predict(fitted_on, 20, seed=3).samples)
+    df = _grouped_frame(["g0", "g1", "g_new"])
+    df.loc[df.item_id == "s3", "store"] = "g_new"
+    with pytest.raises(PanelError, match=r"series 's3' have store level\(s\) \['g_new'\] not seen at fit"):
+        model.predict(Panel.from_long(df, freq="W-SUN", static_categorical=["store"]), 10)
+    df = _grouped_frame(["g0", "g1"])
+    df.loc[(df.item_id == "s1") & (df.timestamp == df.timestamp.max()), "target"] = 500.0
+    with pytest.raises(PanelError, match="series 's1' hold other target values than at fit"):
+        model.predict(Panel.from_long(df, freq="W-SUN", static_categorical=["store"]), 10)
+    daily = Panel.from_long(_grouped_frame(["g0", "g1"]).assign(timestamp=lambda d: d.timestamp - pd.Timedelta(days=0)),
+                            freq="W-SUN", static_categorical=["store"])
+    object.__setattr__(daily, "freq", "D")
+    with pytest.raises(PanelError, match="fitted on 'W-SUN' data, the panel's frequency is 'D'"):
+        model.predict(daily, 10)
+
+
+def test_forecast_dates_of_daily_data_in_a_time_zone_with_daylight_saving():
+    ts = pd.date_range("2024-01-01", "2024-06-30", freq="D", tz="Europe/Berlin")
+    df = pd.DataFrame({"item_id": "berlin", "timestamp": ts, "target": 10 + np.sin(np.arange(len(ts)))})
+    panel = Panel.from_long(df, freq="D")
+    f = StateSpace(likelihood="normal", num_steps=5, history=200, device="cpu", jit=False).fit(panel, 3).predict(panel, 5)
+    assert list(f.start) == list(panel.forecast_start()) == [pd.Timestamp("2024-07-01", tz="Europe/Berlin")]

@@ -1,4 +1,6 @@
 """statsforecast's local models as sample-path models."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,3 +127,18 @@ def test_intermittent_method_refuses_a_panel_too_short_for_its_conformal_spread(
         StatsForecastModel("tsb", alpha_d=0.2, alpha_p=0.2).fit(panel, horizon=6)
     m = StatsForecastModel("croston_sba").fit(panel, horizon=4)  # 9 points needed: all fit
     assert m.fallback_series_ == 0
+
+
+def test_nonnegative_none_floors_the_series_that_never_went_below_zero():
+    panel = _panel(n=3, T=30, missing=False)
+    target = panel.target.clone()
+    target[0] -= 40  # series s0 goes below zero; s1 and s2 (levels 15, 20, sd 2-3) never do
+    panel = dataclasses.replace(panel, target=target * panel.observed)
+    wide = StatsForecastModel("autotheta", season_length=1, nonnegative=None).fit(panel, 4)
+    s = wide.predict(panel, 2000, seed=0).samples
+    assert bool((s[0] < 0).any()) and float(s[1:].min()) >= 0
+    with pytest.raises(ValueError, match="nonnegative must be None, True or False"):
+        StatsForecastModel("autotheta", nonnegative="yes")
+    with pytest.raises(ValueError, match="window must be >= 1, got 0"):
+        make_model("empirical", fc.datasets.get_spec("car_parts").task, window=0)
+    assert make_model("empirical", fc.datasets.get_spec("car_parts").task, window=None).window == 24

@@ -69,6 +69,12 @@ def test_series_ids_keep_their_type_and_the_numpy_pair_cannot_be_mixed(panel_tru
     (tmp_path / "s.index.json").write_text(index)
     with pytest.raises(ScenarioError, match="does not describe .*interrupted write_numpy"):
         read_numpy(path)
+    (tmp_path / "s.index.json").write_text("{not json")
+    with pytest.raises(ScenarioError, match="is not an index written by write_numpy"):
+        read_numpy(path)
+    (tmp_path / "s.index.json").unlink()
+    with pytest.raises(ScenarioError, match=r"s.index.json does not exist: write_numpy writes the index"):
+        read_numpy(path)
 
 
 def test_numpy_index_keeps_the_zone_of_starts_on_both_sides_of_a_dst_change(tmp_path):

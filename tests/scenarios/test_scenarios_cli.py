@@ -34,7 +34,8 @@ def test_saved_forecast_to_coherent_reduced_scenario_files(saved_forecast, data_
                  "--format", "pt", "--out", str(tmp_path), "--no-progress")
     assert run(args) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["series"] == fc.num_series and summary["reduction"]["kept"] == 10
+    assert summary["input_series"] == fc.num_series and summary["reduction"]["kept"] == 10
+    assert summary["series"] == fc.num_series + 2 + 1 + 1 and summary["scenarios"] == 10  # what the files hold
     assert summary["hierarchy"] == {"Store": 2, "Type": 1, "total": 1}
     sc = read_torch(tmp_path / "scenarios.pt")
     n = fc.num_series
@@ -144,3 +145,35 @@ def test_crossed_levels_need_the_crossed_flag(saved_forecast, data_dir, tmp_path
     assert run(parse(*argv, "--crossed")) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["hierarchy"]["Store"] == 2 and summary["hierarchy"]["Dept"] > 2
+
+
+def test_season_zero_and_an_out_file_are_errors(saved_forecast, data_dir, tmp_path, capsys):
+    _, path = saved_forecast
+    common = (str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--no-progress")
+    assert run(parse(*common, "--transform", "seasonal_diff", "--season", "0", "--out", str(tmp_path / "s"))) == 2
+    assert "--season must be >= 1 (a lag in steps), got 0" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert run(parse(*common, "--out", str(afile))) == 2
+    assert f"--out {afile} is a file, not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "x"
+
+
+def test_a_rerun_replaces_the_earlier_runs_files_and_the_summary_counts_what_was_written(saved_forecast, data_dir,
+                                                                                          tmp_path, capsys):
+    fc, path = saved_forecast
+    common = (str(path), "--dataset", "walmart", "--data-dir", str(data_dir), "--no-progress", "--method",
+              "independent", "--out", str(tmp_path))
+    assert run(parse(*common, "--reduce", "5", "--format", "npy", "--format", "pt")) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"scenarios.npy", "scenarios.index.json", "scenarios.pt",
+                                                    "summary.json"}
+    capsys.readouterr()
+    assert run(parse(*common, "--hierarchy", "Store", "--reduce", "10")) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"scenarios.parquet", "summary.json"}
+    assert "removed the earlier run's scenarios.index.json, scenarios.npy, scenarios.pt" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["series"] == fc.num_series + 2 + 1 and summary["scenarios"] == 10  # stores 1, 2 and the total
+    assert summary["input_series"] == fc.num_series and summary["input_scenarios"] == fc.num_samples
+    assert summary["removed_from_earlier_run"] == ["scenarios.index.json", "scenarios.npy", "scenarios.pt"]
+    table = pq.read_table(tmp_path / "scenarios.parquet").to_pandas()
+    assert table["item_id"].nunique() == summary["series"] and table["scenario"].nunique() == 10

@@ -199,3 +199,50 @@ def test_kpi_report_repr_is_compact():
     assert text.startswith("KPIReport(7 KPIs x 1000 scenarios")
     assert "tensor(" not in text and len(text.splitlines()) <= 3 + 7  # header, column and index names, a row per KPI
     assert "total_cost" in text and f"{report.mean('total_cost'):.6g}" in text
+
+
+def _small_set():
+    return ScenarioSet(torch.rand(2, 5, 3), torch.full((5,), 0.2, dtype=torch.float64), pd.Index(["a", "b"]),
+                       pd.DatetimeIndex(["2020-01-03"] * 2), "W-FRI")
+
+
+def test_a_simulator_may_return_numpy_kpis_and_a_wrong_shape_is_named():
+    import numpy as np
+
+    class NumpySim:
+        kpis = ("cost", "units")
+
+        def simulate(self, demand, policy):
+            return {"cost": demand.sum((0, 2)).numpy(), "units": demand.sum((0, 2)).tolist()}
+
+    sc = _small_set()
+    report = run_policy(NumpySim(), sc, None)
+    expected = float((sc.weights * sc.values.double().sum((0, 2))).sum())
+    assert report.mean("cost") == pytest.approx(expected) and report.mean("units") == pytest.approx(expected)
+
+    class Scalar:
+        kpis = ("cost",)
+
+        def simulate(self, demand, policy):
+            return {"cost": np.float64(1.0)}
+
+    with pytest.raises(ScenarioError, match=r"KPI 'cost' has shape \(\), expected one value per scenario \[5\]"):
+        run_policy(Scalar(), sc, None)
+
+
+def test_run_policy_checks_the_demand_once():
+    calls = []
+
+    class Counting(InventorySimulator):
+        def check_demand(self, demand, item_ids=None):
+            calls.append(tuple(demand.shape))
+            super().check_demand(demand, item_ids)
+
+    sc = _small_set()
+    run_policy(Counting(), sc, torch.tensor([1.0, 1.0]), chunk_size=2)
+    assert calls == [(2, 5, 3)]  # the whole set, once; simulate is told not to check its chunks again
+    calls.clear()
+    kpi_features(Counting(), sc, torch.tensor([1.0, 1.0]), ["g", "g"], standardize=False)
+    assert calls == [(2, 5, 3)]
+    with pytest.raises(ScenarioError, match="non-finite demand"):  # simulate alone still checks
+        InventorySimulator().simulate(torch.full((1, 1, 2), float("nan")), torch.tensor([1.0]))

@@ -152,3 +152,42 @@ def test_reforecast_refuses_an_override_the_model_does_not_read(panel_truth):
     assert unsure.calls == 1
     legacy = type("Legacy", (), {"predict": lambda self, panel, num_samples, seed: make_forecast(panel, num_samples)})()
     assert reforecast(legacy, panel, promo, num_samples=5).samples.shape == (12, 5, 6)
+
+
+def test_shock_dates_on_zoned_series_are_wall_clock_times_in_their_zone():
+    start = pd.DatetimeIndex([pd.Timestamp("2016-12-24 00:00", tz="Australia/Melbourne")])
+    sc = ScenarioSet(torch.ones(1, 2, 48), torch.tensor([0.5, 0.5], dtype=torch.float64), pd.Index(["s"]), start, "h")
+    hours = pd.date_range(start[0], periods=48, freq="h")
+    out = apply_shock(sc, 0.0, start="2016-12-25 00:00", end="2016-12-25 23:00")
+    hit = (out.values[0, 0] == 0).nonzero().squeeze(1)
+    assert hours[int(hit[0])] == pd.Timestamp("2016-12-25 00:00", tz="Australia/Melbourne") and len(hit) == 24
+    # an aware bound is converted: 13:00 UTC on the 24th is local midnight on the 25th (UTC+11)
+    out = apply_shock(sc, 0.0, start=pd.Timestamp("2016-12-24 13:00", tz="UTC"))
+    assert int((out.values[0, 0] == 0).sum()) == 24 and float(out.values[0, 0, 23]) == 1.0
+    naive = sc.replace(start=pd.DatetimeIndex(["2016-12-24"]))
+    with pytest.raises(ScenarioError, match="the dates are time-zone naive but the bound"):
+        apply_shock(naive, 0.0, start=pd.Timestamp("2016-12-25", tz="UTC"))
+
+
+def test_a_shock_of_a_set_that_holds_aggregates_is_refused(panel_truth):
+    panel, _ = panel_truth
+    sc = scenarios(panel)
+    hier = Hierarchy.from_panel(panel, ["store"])
+    coherent = hier.aggregate_scenarios(sc, include_bottom=True)
+    for attributes in (panel, hier, None):
+        series = {"store": "s1"} if attributes is not None else ["x1"]
+        with pytest.raises(ScenarioError, match=r"the scenarios hold aggregates \(4 series: 'store=s0'.*shock the "
+                                                r"bottom series' scenarios first, then aggregate them"):
+            apply_shock(coherent, 0.0, series=series, attributes=attributes)
+    shocked = hier.aggregate_scenarios(apply_shock(sc, 0.0, series={"store": "s1"}, attributes=panel),
+                                       include_bottom=True)
+    ids = list(shocked.item_ids)
+    assert float(shocked.values[ids.index("store=s1")].abs().max()) == 0.0
+
+
+def test_unknown_attribute_values_are_shown_as_plain_numbers():
+    from forecasting.scenarios import series_mask
+    frame = pd.DataFrame({"Store": np.array([1, 2], dtype=np.int64)}, index=pd.Index(["a", "b"]))
+    with pytest.raises(ScenarioError) as err:
+        series_mask(pd.Index(["a", "b"]), {"Store": [np.int64(7)]}, frame)
+    assert str(err.value) == "no series has Store in [7]; Store takes values [1, 2]"

@@ -143,6 +143,9 @@ class FeatureSpec:
         else:
             codes = torch.zeros(N, 0, dtype=torch.long, device=dev)
         if self.static_real_names:
+            if tuple(panel.static_real_names or ()) != self.static_real_names:
+                raise ValueError(f"the panel's static reals {list(panel.static_real_names or ())} differ from "
+                                 f"those at fit {list(self.static_real_names)}")
             r = panel.static_real
             r = (torch.nan_to_num(r, nan=0.0) - self.static_real_mean.to(dev)) / self.static_real_std.to(dev)
         else:

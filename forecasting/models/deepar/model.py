@@ -10,9 +10,10 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from ...data.panel import Panel, PanelError, _names
+from ...data.calendar import shift_dates
+from ...data.panel import Panel, PanelError, _first_bad, _names
 from ...forecast import Forecast
-from ..base import Model, check_nonnegative, floor_rows, resolve_device
+from ..base import Model, check_nonnegative, check_same_freq, floor_rows, resolve_device
 from .features import calendar_features, fit_features
 from .module import DeepARNetwork, PanelTensors
 from .sampling import sample_paths
@@ -176,9 +177,7 @@ class DeepAR(Model):
         y, o = panel.target, panel.observed
         bad = o & ((y < 0) | (y != torch.round(y)))
         if bool(bad.any()):
-            rows = bad.any(1).nonzero().squeeze(1).cpu().numpy()
-            i = int(rows[0])
-            j = int(bad[i].nonzero()[0, 0])
+            rows, i, j = _first_bad(bad)
             raise PanelError(
                 f"likelihood {self.likelihood!r} needs non-negative integer targets, but series "
                 f"{list(panel.item_ids[rows[:5]])} have other values: series {panel.item_ids[i]!r} has "
@@ -235,6 +234,15 @@ class DeepAR(Model):
         self.train_ = infos[0] if len(infos) == 1 else {"members": infos}
         self.train_["fit_seconds"] = time.perf_counter() - t0
         return self
+
+    @property
+    def stopped_by_(self) -> str:
+        """Why training stopped: ``"time_limit"`` when any phase of any member ran out of time,
+        else the last phase's reason (``"max_epochs"``, ``"early_stopping"``, ...)."""
+        infos = self.train_.get("members", [self.train_])
+        reasons = [phase.get("stopped_by") for info in infos for phase in
+                   (info.get(k) for k in ("validation", "refit", "train")) if isinstance(phase, dict)]
+        return "time_limit" if "time_limit" in reasons else (reasons[-1] if reasons else "unknown")
 
     def _held_out_tensors(self, panel: Panel, horizon: int, pt: PanelTensors) -> PanelTensors:
         """``pt`` for the validation phase: the same targets (the held-out last ``horizon`` steps
@@ -311,15 +319,33 @@ class DeepAR(Model):
         self._check_fitted()
         return frozenset(self.features_.known_names)
 
+    def _check_future_known(self, panel: Panel, future: torch.Tensor) -> None:
+        """A covariate with no gap in the history never taught the model what a missing value of it
+        means: a missing value of it in the forecast window is an error. One with gaps in the
+        history is imputed and flagged, as in training."""
+        spec = self.features_
+        if tuple(panel.known_names) != spec.known_names:
+            return  # the features say so, with both lists
+        steps = torch.arange(panel.num_steps, device=future.device)
+        span = (steps[None] >= panel.start[:, None]) & (steps[None] < panel.end[:, None])  # [N, T] histories
+        gaps = (torch.isnan(panel.known[:, :panel.num_steps]) & span[..., None]).flatten(0, 1).any(0)  # [K]
+        bad = torch.isnan(future) & ~(gaps & spec.known_flag.to(future.device))[None, None, :]
+        if bool(bad.any()):
+            i, j, c = (int(v) for v in bad.nonzero()[0])
+            rows = bad.flatten(1).any(1).nonzero().squeeze(1).cpu().numpy()
+            when = shift_dates(panel.forecast_start()[i:i + 1], j, pd.tseries.frequencies.to_offset(panel.freq))[0]
+            raise PanelError(f"known covariate {spec.known_names[c]!r} is missing in the forecast window of series "
+                             f"{_names(panel.item_ids[rows])} (e.g. series {panel.item_ids[i]!r} at {when}); it had "
+                             "no gap at fit, so the model has no missing-value input for it: fill it in")
+
     def predict(self, panel: Panel, num_samples: int = 100, seed: int | None = None) -> Forecast:
-        H = self._check_fitted()
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        H = self._check_fitted(num_samples)
+        check_same_freq(self, self.features_.freq, panel)
         self._check_targets(panel)
         dev = next(self.net_.parameters()).device
         panel = panel.to(dev)
         if self.features_.known_names:
-            panel.future_known(H)
+            self._check_future_known(panel, panel.future_known(H))
         pt = self._tensors(panel, H)
         floor = None if self.net_.likelihood.count else floor_rows(  # models saved before the option: no floor
             *panel.history(panel.num_steps), getattr(self, "nonnegative", False))

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...data.calendar import _base, calendar_features, holiday_names, seasonal_positions
+from ...data.calendar import _base, calendar_features, holiday_names, seasonal_positions, shift_dates
 from ...data.panel import Panel, PanelError, _names
 from ..base import floor_rows
 
@@ -189,7 +189,8 @@ def build_design(panel: Panel, horizon: int, history: int | None, count: bool, s
         y = torch.where(mask, (y - loc[:, None]) / scale[:, None], torch.zeros_like(y))
     # grid of dates covering every row: L steps before the grid start through H after its end
     off = _offset(panel.freq)
-    dates = pd.date_range(panel.index[0] - L * off, periods=L + T + horizon, freq=off)
+    # the first date moves as the grid steps (a day in wall time across a DST change), not L x 24 h
+    dates = pd.date_range(shift_dates(panel.index[:1], -L, off)[0], periods=L + T + horizon, freq=off)
     pos = panel.end[:, None] - L + torch.arange(L + horizon, device=device) + L  # [N, L + H] into `dates`
     pos_np = pos.cpu().numpy()
     dummies = seasonal_positions(dates, panel.freq) if seasonal else []

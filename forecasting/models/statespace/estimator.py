@@ -15,7 +15,7 @@ from pyro.optim import ClippedAdam
 
 from ...data.panel import Panel, PanelError, _names
 from ...forecast import Forecast
-from ..base import Model, check_nonnegative, resolve_device
+from ..base import Model, check_nonnegative, check_same_freq, resolve_device
 from .design import Design, build_design, covariate_spec
 from .model import LIKELIHOODS, Structure, coefficient_model, dct_model, structural_model
 
@@ -27,6 +27,26 @@ _NOISE_SITES = ("level_noise", "slope_noise")
 def _coefficient_sites(d: Design, cfg: Structure):
     """Only the regression coefficients of the model (the guide supplies their latents)."""
     return coefficient_model(d, cfg)
+
+
+def _codes_by_name(panel: Panel, col: str, fitted: pd.Index | None) -> tuple[torch.Tensor, int, pd.Index]:
+    """``[N]`` codes of the static categorical ``col``, its number of levels and the levels. With
+    ``fitted`` (the levels at fit), codes follow the fitted numbering by name, whatever order the
+    panel's categories come in; a level not seen at fit is an error naming the series."""
+    j = panel.static_cat_names.index(col)
+    levels = panel.static_cat_levels[j]
+    codes = panel.static_cat[:, j].cpu().long()
+    if fitted is None:
+        return codes, len(levels), levels
+    pos = torch.as_tensor(np.append(pd.Index(fitted).get_indexer(levels), -1))  # code -1 (no level) stays -1
+    mapped = pos[codes]
+    unseen = (mapped < 0) & (codes >= 0)
+    if bool(unseen.any()):
+        rows = unseen.nonzero().squeeze(1).numpy()
+        raise PanelError(f"series {_names(panel.item_ids[rows])} have {col} level(s) "
+                         f"{sorted({str(levels[int(codes[i])]) for i in rows})} not seen at fit "
+                         f"(fitted levels: {[str(v) for v in fitted][:10]}); fit again with them")
+    return mapped, len(fitted), pd.Index(fitted)
 
 
 class StateSpace(Model):
@@ -128,19 +148,18 @@ class StateSpace(Model):
         if self.group not in panel.static_cat_names:
             raise ValueError(f"group {self.group!r} is not a static categorical of the panel "
                              f"(static categoricals: {list(panel.static_cat_names)})")
-        j = panel.static_cat_names.index(self.group)
-        levels = panel.static_cat_levels[j]
-        return panel.static_cat[:, j].cpu().long(), len(levels), levels
+        return _codes_by_name(panel, self.group, getattr(self, "group_levels_", None))
 
     def _design(self, panel: Panel, horizon: int) -> Design:
         codes, G, _ = self._groups(panel)
         extra = []
-        for col in getattr(self, "season_groups", ()):
+        fitted = getattr(self, "season_levels_", None)
+        for k, col in enumerate(getattr(self, "season_groups", ())):
             if col not in panel.static_cat_names:
                 raise ValueError(f"season_groups: {col!r} is not a static categorical of the panel "
                                  f"(static categoricals: {list(panel.static_cat_names)})")
-            j = panel.static_cat_names.index(col)
-            extra.append((panel.static_cat[:, j].cpu().long(), len(panel.static_cat_levels[j])))
+            c, n, _ = _codes_by_name(panel, col, None if fitted is None else fitted[k])
+            extra.append((c, n))
         return build_design(panel, horizon, self.history, self.structure.count, self.covariates_, self.holidays,
                             codes, G, self.yearly_harmonics, self.device_, seasonal=getattr(self, "seasonal", True),
                             season_groups=tuple(extra),
@@ -152,6 +171,7 @@ class StateSpace(Model):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.device_ = resolve_device(self.device)
+        self.group_levels_ = self.season_levels_ = None  # a refit numbers the levels afresh
         self.subdaily_holidays_ = True
         self.covariates_ = covariate_spec(panel, self.covariates, self.log_covariates)
         d = self._design(panel, horizon)
@@ -190,7 +210,10 @@ class StateSpace(Model):
         self.horizon_ = horizon
         self.design_ = d
         self.group_levels_ = self._groups(panel)[2]
+        self.season_levels_ = tuple(panel.static_cat_levels[panel.static_cat_names.index(c)]
+                                    for c in self.season_groups)
         self.item_ids_ = panel.item_ids
+        self.freq_ = panel.freq
         self.end_ = panel.end.cpu().clone()
         return self
 
@@ -199,6 +222,7 @@ class StateSpace(Model):
         self._check_fitted()
         if panel is None:
             return self.design_
+        check_same_freq(self, getattr(self, "freq_", None), panel)  # models saved before it: no check
         if len(panel.item_ids) != len(self.item_ids_) or not (panel.item_ids == self.item_ids_).all():
             raise PanelError("a state-space model forecasts the series it was fitted on: the panel's series "
                              f"differ ({len(panel.item_ids)} given, {len(self.item_ids_)} fitted)")
@@ -206,7 +230,19 @@ class StateSpace(Model):
         if bool(moved.any()):
             raise PanelError(f"series {_names(panel.item_ids[moved.numpy()])} end at other steps than at fit; "
                              "fit again on the new history")
-        return self._design(panel, self.horizon_)
+        d = self._design(panel, self.horizon_)
+        fit = self.design_
+        if d.y.shape == fit.y.shape:  # the fitted state belongs to the fitted values: revised ones need a refit
+            y, y0 = d.y.to(fit.y.device), fit.y
+            changed = (d.mask.to(fit.mask.device) != fit.mask).any(1) | \
+                ((y - y0).abs() > 1e-5 * (1 + y0.abs())).any(1)
+        else:
+            changed = torch.ones(d.num_series, dtype=torch.bool)
+        if bool(changed.any()):
+            raise PanelError(f"series {_names(panel.item_ids[changed.cpu().numpy()])} hold other target values than "
+                             "at fit (only the known covariates of the forecast window may differ); fit again on "
+                             "the revised history")
+        return d
 
     def _predictive(self, d: Design, num_samples: int, sites: tuple[str, ...]) -> dict[str, torch.Tensor]:
         per_sample = d.num_series * (d.history + d.horizon) * 8
@@ -233,9 +269,8 @@ class StateSpace(Model):
 
         ``panel`` must hold the fitted series with the same ends; its known covariates may differ
         from those at fit in the forecast window (what-if scenarios). None: the fitted panel."""
+        self._check_fitted(num_samples)
         d = self._design_for(panel)
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         pyro.set_rng_seed(self.seed if seed is None else seed)
         y = self._predictive(d, num_samples, ("y_future",))["y_future"]  # [S, N, H]
         if not self.structure.count:
