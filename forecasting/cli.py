@@ -256,8 +256,6 @@ def _run(args, argv) -> int:
         torch.set_num_threads(args.threads)
     command = "forecasting " + " ".join(shlex.quote(a) for a in argv)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        return _err(f"--out {out} is a file, not a folder: give a folder for the run's cells and results")
     try:
         record = run_plan(plan, out, data_dir=args.data_dir, device=device, progress=not args.no_progress,
                           write_forecasts=not args.no_forecasts, retry_failed=args.retry_failed,

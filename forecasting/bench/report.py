@@ -169,7 +169,7 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
              ("Written by the `forecasting` benchmark command from the run in "
              f"`{_rel(out, page)}/` (cells, `results.json`, `results.csv`); never edited by hand."), "",
              "Produced by:", "", f"    {run.get('command') or '(command not recorded)'}", "",
-             _status_line(run, cells, _planned_count(plan)) + f" Machine: {_env_line(env)}.", "",
+             _status_line(run, cells, sum(_planned_cells(plan, d) for d in plan["datasets"])) + f" Machine: {_env_line(env)}.", "",
              f"Suites: {', '.join(s['name'] + (' (' + s['source'] + ')' if s.get('source') else '') for s in plan['suites'])}. "
              f"{plan['num_samples']} sample paths per series; seeds {', '.join(map(str, seeds))}"
              + (" (WQL, CRPS and MASE show mean ± sd over seeds)" if len(seeds) > 1 else "") + ".", "",
@@ -270,9 +270,7 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
     skipped_names = {s["dataset"] for s in skipped}
     missing, not_run = [], []
     for d in plan["datasets"]:
-        total = get_spec(d["name"]).task.num_windows
-        planned = len(plan["models"].get(d["name"], [])) * (d.get("windows") or total) * len(seeds)
-        gap = planned - have.get(d["name"], 0)
+        gap = _planned_cells(plan, d) - have.get(d["name"], 0)
         if gap > 0:
             (not_run if d["name"] in skipped_names else missing).append(f"{d['name']} {gap}")
     if missing or not_run:
@@ -306,10 +304,10 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
     return page
 
 
-def _planned_count(plan: dict) -> int:
-    """Cells the plan holds: models x windows x seeds per dataset."""
-    return sum(len(plan["models"].get(d["name"], [])) * (d.get("windows") or get_spec(d["name"]).task.num_windows)
-               * len(plan["seeds"]) for d in plan["datasets"])
+def _planned_cells(plan: dict, d: dict) -> int:
+    """Cells the plan holds for dataset entry ``d``: models x windows x seeds."""
+    return (len(plan["models"].get(d["name"], [])) * (d.get("windows") or get_spec(d["name"]).task.num_windows)
+            * len(plan["seeds"]))
 
 
 def _status_line(run: dict, cells: list[dict], planned: int) -> str:

@@ -130,7 +130,7 @@ def plan_suites(suites: Iterable[Suite], num_samples: int | None = None, seeds: 
                 if not m.runs_on(d.name):
                     excluded.append({"dataset": d.name, "model": m.key, "why": m.why or "excluded by the suite"})
                 elif m.key not in have:
-                    extra = _accepted_or_none(m.name, get_spec(d.name).task, extra_options or {})
+                    extra = accepted_options(m.name, get_spec(d.name).task, extra_options or {})
                     label = m.label if m.label != m.name else ""  # a label equal to its model's name is none
                     models[d.name].append(ModelEntry(m.name, {**extra, **m.options_for(d.name)}, label=label))
     if suites and num_samples is None:
@@ -188,19 +188,11 @@ def _check_options(m: ModelEntry, task, where: str) -> None:
 
 
 def accepted_options(name: str, task, options: dict) -> dict:
-    """The subset of :data:`RUNNER_OPTIONS` in ``options`` that model ``name``'s constructor names
-    (baselines take none of them; DeepAR and the GluonTS peer take all)."""
-    probe = make_model(name, task)
-    params = inspect.signature(type(probe).__init__).parameters
-    named = {p for p, v in params.items() if v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
-    return {k: v for k, v in options.items() if k in named}
-
-
-def _accepted_or_none(name: str, task, options: dict) -> dict:
-    try:
-        return accepted_options(name, task, options)
-    except Exception:  # noqa: BLE001 - a model that cannot even be built fails in its cells, with its error
-        return {}
+    """The entries of ``options`` that model ``name``'s constructor names (baselines take none of
+    :data:`RUNNER_OPTIONS`; DeepAR and the GluonTS peer take all). None for a model that cannot be
+    built: it fails in its cells, with its error."""
+    found = _constructor_params(name, task)
+    return {k: v for k, v in options.items() if found is not None and k in found[0]}
 
 
 def cell_path(out: Path, c: PlannedCell) -> Path:
@@ -274,7 +266,7 @@ def code_fingerprint(model: str, dataset: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def _takes_device(model: str, dataset: str) -> bool:
-    return "device" in _accepted_or_none(model, get_spec(dataset).task, {"device": "cpu"})
+    return "device" in accepted_options(model, get_spec(dataset).task, {"device": "cpu"})
 
 
 def planned_settings(plan: dict, dataset: str, key: str, device: str | None = None) -> dict | None:

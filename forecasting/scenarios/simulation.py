@@ -102,10 +102,11 @@ def run_policy(simulator: Simulator, scenarios: ScenarioSet | ScenarioStream, po
     stream = scenarios if isinstance(scenarios, ScenarioStream) else ScenarioStream.from_set(scenarios, chunk_size)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in simulator.kpis}
     weights = []
+    simulate = _unchecked(simulator)
     for chunk in tqdm(stream, disable=not progress, desc="simulate", leave=False):
         if check is not None and isinstance(scenarios, ScenarioStream):
             check(chunk.values, stream.item_ids)
-        out = _simulate_checked(simulator, chunk.values, policy)
+        out = simulate(chunk.values, policy)
         s = chunk.values.shape[1]
         for k in simulator.kpis:
             parts[k].append(_kpi(out, k, s))
@@ -124,16 +125,16 @@ def run_policy(simulator: Simulator, scenarios: ScenarioSet | ScenarioStream, po
     return KPIReport(values, w, pd.DataFrame(rows).set_index("kpi"))
 
 
-def _simulate_checked(simulator: Simulator, demand: torch.Tensor, policy) -> dict:
-    """``simulator.simulate`` on demand its ``check_demand`` has passed already: a simulator whose
+def _unchecked(simulator: Simulator):
+    """``simulator.simulate`` for demand its ``check_demand`` has passed already: a simulator whose
     ``simulate`` takes ``check`` (the :class:`InventorySimulator`) is told not to check it again."""
     try:
         takes_check = "check" in inspect.signature(simulator.simulate).parameters
     except (TypeError, ValueError):  # a builtin or C callable
         takes_check = False
     if takes_check and getattr(simulator, "check_demand", None) is not None:
-        return simulator.simulate(demand, policy, check=False)
-    return simulator.simulate(demand, policy)
+        return lambda demand, policy: simulator.simulate(demand, policy, check=False)
+    return simulator.simulate
 
 
 def _kpi(out, k: str, s: int) -> torch.Tensor:
@@ -176,6 +177,7 @@ def kpi_features(simulator: Simulator, scenarios: ScenarioSet, policy, groups,
     check = getattr(simulator, "check_demand", None)
     if check is not None:
         check(scenarios.values, scenarios.item_ids)  # the per-group runs below see positions, not ids
+    simulate = _unchecked(simulator)
     cols = []
     # one simulation per group, batched over the group's series and every scenario
     for g in pd.unique(labels):
@@ -183,7 +185,7 @@ def kpi_features(simulator: Simulator, scenarios: ScenarioSet, policy, groups,
         pol = policy
         if isinstance(policy, torch.Tensor) and policy.ndim >= 1 and policy.shape[0] == N:
             pol = policy[rows.to(policy.device)]
-        out = _simulate_checked(simulator, scenarios.values[rows.to(scenarios.values.device)], pol)
+        out = simulate(scenarios.values[rows.to(scenarios.values.device)], pol)
         cols += [_kpi(out, k, scenarios.num_scenarios) for k in kpis]
     x = torch.stack(cols, 1)  # [S, G * K]
     return _standardized(x, scenarios.weights) if standardize else x
