@@ -491,6 +491,21 @@ class Panel:
                 if isinstance(getattr(self, f.name), torch.Tensor)}
         return dataclasses.replace(self, item_ids=self.item_ids[r], **take)
 
+    def static_codes(self, column: str, levels: Sequence | None = None) -> torch.Tensor:
+        """``[N]`` codes of the static categorical ``column`` in the numbering of ``levels`` (a
+        model's levels at fit; default: the panel's own), matched by level whatever order the
+        panel's categories come in. A level not in ``levels``, like a missing level, is ``-1``."""
+        names = list(self.static_cat_names)
+        if column not in names:
+            raise PanelError(f"{column!r} is not a static categorical of the panel (static categoricals: {names})")
+        j = names.index(column)
+        codes = self.static_cat[:, j]
+        if levels is None:
+            return codes
+        pos = pd.Index(list(levels)).get_indexer(self.static_cat_levels[j])
+        table = torch.as_tensor(np.append(pos, -1), dtype=torch.long, device=codes.device)  # code -1 stays -1
+        return table[codes]
+
     # ------------------------------------------------------------------ right-aligned views
     def _gather(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x ``[N, T, ...]`` at per-series positions ``pos`` ``[N, L]``; out-of-range -> valid False."""

@@ -38,6 +38,17 @@ def test_from_long_builds_padded_tensors_with_masks():
     assert p.target[2, 9].item() == 29.0
 
 
+def test_static_codes_follow_another_numbering_by_level():
+    p = Panel.from_long(long_frame(), static_categorical=["store"], freq="W-FRI")  # levels a, b
+    assert p.static_codes("store").tolist() == [0, 1, 0]
+    assert p.static_codes("store", ["b", "a"]).tolist() == [1, 0, 1]
+    assert p.static_codes("store", ["b", "c"]).tolist() == [-1, 0, -1]  # "a" unknown there
+    missing = dataclasses.replace(p, static_cat=torch.tensor([[0], [-1], [1]]))
+    assert missing.static_codes("store", ["b", "a"]).tolist() == [1, -1, 0]  # a missing level stays -1
+    with pytest.raises(PanelError, match="'shop' is not a static categorical of the panel"):
+        p.static_codes("shop")
+
+
 def test_future_known_covariates_extend_the_grid():
     df = long_frame(n=2, t=8)
     future = pd.DataFrame({"item_id": ["s0", "s0", "s1", "s1"],

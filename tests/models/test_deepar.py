@@ -564,3 +564,50 @@ def test_predict_refuses_other_frequencies_reordered_static_reals_and_unflagged_
                               future=fut)
     with pytest.raises(ValueError, match=r"static reals \['age', 'size'\] differ from those at fit \['size', 'age'\]"):
         m.predict(swapped, 5)
+
+
+def past_panel(n=40, t=60, seed=0):
+    """y_t = 20 + 8 x_{t-1} + noise with x a past-only covariate (white noise: only its last value
+    before the forecast start tells anything about the first step)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, t))
+    y = 20 + np.concatenate([np.zeros((n, 1)), 8 * x[:, :-1]], 1) + rng.normal(scale=0.5, size=(n, t))
+    ts = pd.date_range("2015-01-01", periods=t, freq="MS")
+    df = pd.DataFrame({"item_id": np.repeat([f"s{i}" for i in range(n)], t), "timestamp": np.tile(ts, n),
+                       "target": y.reshape(-1), "x": x.reshape(-1)})
+    return Panel.from_long(df, freq="MS", past_covariates=["x"]), torch.tensor(x, dtype=torch.float32)
+
+
+def test_past_covariates_inform_the_first_step_and_nothing_after_the_forecast_start_is_read():
+    panel, x = past_panel()
+    kw = dict(FAST, likelihood="normal", lags=[1, 2, 3], max_epochs=25, validation=False)
+    on = DeepAR(use_past_covariates=True, **kw).fit(panel, 3)
+    off = DeepAR(**kw).fit(panel, 3)  # the default: not read
+    assert on.features_.past_names == ("x",) and off.features_.past_names == ()
+    last = x[:, -1]  # the past covariate's last value: what the first forecast step depends on
+    corr = lambda m, k: float(np.corrcoef(m.predict(panel, 200, seed=0).mean()[:, k], last)[0, 1])  # noqa: E731
+    assert corr(on, 0) > 0.9 and abs(corr(off, 0)) < 0.5, (corr(on, 0), corr(off, 0))
+    # a series that ends early: values of the past covariate after its end are never read
+    short = panel.truncate(panel.end - torch.tensor([4] + [0] * 39))
+    noisy = dataclasses.replace(short, past=torch.where(torch.isnan(short.past), 99.0, short.past))
+    a, b = on.predict(short, 50, seed=1).samples, on.predict(noisy, 50, seed=1).samples
+    assert torch.equal(a, b)
+    # a panel without them cannot be forecast by a model that reads them
+    bare = dataclasses.replace(panel, past=None, past_names=())
+    with pytest.raises(ValueError, match=r"past covariates \[\] differ from those at fit \['x'\]"):
+        on.predict(bare, 10)
+
+
+def test_training_windows_mask_past_covariates_over_their_last_horizon_steps():
+    from forecasting.models.deepar.training import window_batch
+    panel, _ = past_panel(n=5, t=30)
+    model = DeepAR(use_past_covariates=True, **dict(FAST, likelihood="normal", lags=[1, 2], max_epochs=1,
+                                                    validation=False)).fit(panel, 4)
+    pt = model._tensors(panel, 4)
+    rows, t_end = torch.arange(5), torch.tensor([30, 25, 20, 12, 9])
+    dyn = window_batch(model.net_, pt, rows, t_end, 6, 10, pt.end)[0]
+    flag = dyn[..., 2 * 2 + 1]  # after 2 lags' values and flags: the value of x, then its flag
+    pos = t_end[:, None] - 10 + torch.arange(10)
+    # step t reads x_{t-1}: available at the first context step with a predecessor on the grid up
+    # to the window's forecast start (t - 1 < t_end - 4), never after
+    assert torch.equal(flag.bool(), (pos - 1 >= 0) & (pos - 1 < (t_end - 4)[:, None]))

@@ -67,7 +67,7 @@ def reference_paths(net, pt, context, horizon, S, draw):
     hv, ho = pt.y[rows[:, None], pc], pt.obs[rows[:, None], pc] & (pos >= 0)
     buf = torch.cat([hv, torch.zeros(N, horizon)], 1).repeat_interleave(S, 0)
     bobs = torch.cat([ho, torch.ones(N, horizon, dtype=torch.bool)], 1).repeat_interleave(S, 0)
-    fut = step_inputs(pt, rows, pt.end[:, None] + torch.arange(horizon)).repeat_interleave(S, 0)
+    fut = step_inputs(pt, rows, pt.end[:, None] + torch.arange(horizon), pt.end).repeat_interleave(S, 0)
     static_r, s_r = static.repeat_interleave(S, 0), s.repeat_interleave(S)
     for h in range(horizon):
         idx = maxlag + h - lags

@@ -6,6 +6,10 @@
   before or just after each period
 - known covariates standardised with training statistics (0/1 columns kept), missing -> 0 plus
   a missing flag per covariate that has gaps; nothing is invented for the target itself
+- past-only covariates (weather, market volume: observed, not known ahead) standardised the same
+  way and read one step late (step t reads the value at t - 1) with an availability flag; after
+  the forecast start none is available, so the network reads 0 / flag 0 there, and training masks
+  them the same way over each window's last ``horizon`` steps (see ``module.step_inputs``)
 - static categoricals as codes (an extra code for levels unseen at fit), static reals standardised
 - for ``anchor="profile"``: seasonal profiles, the mean of ``y / series mean`` at each seasonal
   position (week of year, hour of week, ...), per group of series (e.g. a department, frozen at
@@ -74,10 +78,29 @@ class FeatureSpec:
     # holiday inputs for hourly and finer data (False in models saved before they were added: their
     # networks were built without those calendar columns)
     subdaily_holidays: bool = False
+    # past-only covariates and their training statistics (empty in models saved before they were read)
+    past_names: tuple[str, ...] = ()
+    past_mean: torch.Tensor | None = None  # [P]
+    past_std: torch.Tensor | None = None  # [P]
 
     @property
     def num_known_inputs(self) -> int:
         return len(self.known_names) + int(self.known_flag.sum())
+
+    @property
+    def num_past_inputs(self) -> int:
+        """A value and an availability flag per past covariate."""
+        return 2 * len(self.past_names)
+
+    def past_values(self, panel: Panel) -> torch.Tensor | None:
+        """``[N, T, P]`` standardised past covariates, NaN where missing (None without any)."""
+        if not self.past_names:
+            return None
+        if tuple(panel.past_names) != self.past_names:
+            raise ValueError(f"the panel's past covariates {list(panel.past_names)} differ from those at fit "
+                             f"{list(self.past_names)}")
+        x = panel.past
+        return (x - self.past_mean.to(x.device)) / self.past_std.to(x.device)
 
     def profile_grid(self, panel: Panel, dates) -> torch.Tensor | None:
         """``[N, len(dates)]`` each series' seasonal index at each date (grid positions; ``dates``
@@ -155,11 +178,9 @@ class FeatureSpec:
 
 def _fit_codes(panel: Panel, c: int, fit_levels, unseen: int) -> torch.Tensor:
     """``[N]`` codes of the panel's static categorical ``c`` in the fit panel's numbering
-    (``fit_levels``); levels not seen at fit -> ``unseen``."""
-    pos = pd.Index(list(fit_levels)).get_indexer(panel.static_cat_levels[c])
-    # the last entry is what code -1 (a missing level) reads: unseen as well
-    table = np.append(np.where(pos >= 0, pos, unseen), unseen)
-    return torch.as_tensor(table, dtype=torch.long, device=panel.device)[panel.static_cat[:, c]]
+    (``fit_levels``); levels not seen at fit, and missing ones, -> ``unseen``."""
+    codes = panel.static_codes(panel.static_cat_names[c], fit_levels)
+    return torch.where(codes >= 0, codes, torch.full_like(codes, unseen))
 
 
 def _group_codes(panel: Panel, group: str | None, unseen: int, fit_levels=None) -> torch.Tensor:
@@ -205,25 +226,30 @@ def seasonal_profile(panel: Panel, group: str | None = None, shrink: float = 5.0
     return prof.cpu()
 
 
-def fit_features(panel: Panel, use_known: bool, use_static: bool, lags=None, profile: bool = False,
-                 profile_group: str | None = None, profile_weight: float = 0.5) -> FeatureSpec:
-    """Statistics of the training panel: covariate means and spreads over the observed steps."""
+def _standardise(x: torch.Tensor, panel: Panel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and spread ``[K]`` of covariates ``x`` ``[N, >= T, K]`` over the steps inside each
+    series' history (0/1 columns: mean 0, spread 1, kept as they are)."""
     T = panel.num_steps
+    x = x[:, :T]
+    steps = torch.arange(T, device=x.device)
+    inside = (steps[None] >= panel.start[:, None]) & (steps[None] < panel.end[:, None])
+    vals = torch.where(inside[..., None], x, torch.full_like(x, float("nan")))
+    ok = ~torch.isnan(vals)
+    n = ok.sum((0, 1)).clamp_min(1)
+    mean = torch.where(ok, vals, 0).sum((0, 1)) / n
+    var = torch.where(ok, (vals - mean) ** 2, 0).sum((0, 1)) / n
+    binary = torch.where(ok, (vals == 0) | (vals == 1), True).all(0).all(0)
+    std = var.sqrt().clamp_min(1e-6)
+    return torch.where(binary, torch.zeros_like(mean), mean), torch.where(binary, torch.ones_like(std), std)
+
+
+def fit_features(panel: Panel, use_known: bool, use_static: bool, lags=None, profile: bool = False,
+                 profile_group: str | None = None, profile_weight: float = 0.5, use_past: bool = False) -> FeatureSpec:
+    """Statistics of the training panel: covariate means and spreads over the observed steps."""
     if use_known and panel.known is not None:
-        x = panel.known[:, :T]
-        steps = torch.arange(T, device=x.device)
-        inside = (steps[None] >= panel.start[:, None]) & (steps[None] < panel.end[:, None])
-        vals = torch.where(inside[..., None], x, torch.full_like(x, float("nan")))
-        ok = ~torch.isnan(vals)
-        n = ok.sum((0, 1)).clamp_min(1)
-        mean = torch.where(ok, vals, 0).sum((0, 1)) / n
-        var = torch.where(ok, (vals - mean) ** 2, 0).sum((0, 1)) / n
-        binary = torch.where(ok, (vals == 0) | (vals == 1), True).all(0).all(0)
-        std = var.sqrt().clamp_min(1e-6)
-        mean = torch.where(binary, torch.zeros_like(mean), mean)
-        std = torch.where(binary, torch.ones_like(std), std)
+        mean, std = _standardise(panel.known, panel)
         full = panel.known
-        steps_all = torch.arange(full.shape[1], device=x.device)
+        steps_all = torch.arange(full.shape[1], device=full.device)
         span = steps_all[None] >= panel.start[:, None]
         flag = (torch.isnan(full) & span[..., None]).any(0).any(0)
         known_names = tuple(panel.known_names)
@@ -231,6 +257,10 @@ def fit_features(panel: Panel, use_known: bool, use_static: bool, lags=None, pro
         mean = std = torch.zeros(0)
         flag = torch.zeros(0, dtype=torch.bool)
         known_names = ()
+    past_names, past_mean, past_std = (), None, None
+    if use_past and panel.past is not None and panel.past_names:
+        past_mean, past_std = (t.cpu() for t in _standardise(panel.past, panel))
+        past_names = tuple(panel.past_names)
     if use_static and panel.static_cat is not None:
         cat_names = tuple(panel.static_cat_names)
         cards = tuple(int(len(lv)) for lv in panel.static_cat_levels)
@@ -252,4 +282,4 @@ def fit_features(panel: Panel, use_known: bool, use_static: bool, lags=None, pro
     return FeatureSpec(known_names, mean.cpu(), std.cpu(), flag.cpu(), cat_names, cards, real_names,
                        rmean.cpu(), rstd.cpu(), tuple(lags or lags_for_freq(panel.freq)), panel.freq,
                        prof, profile_group if profile else None, profile_weight, cat_levels, prof_levels,
-                       subdaily_holidays=True)
+                       subdaily_holidays=True, past_names=past_names, past_mean=past_mean, past_std=past_std)

@@ -60,7 +60,11 @@ class DeepAR(Model):
       accuracy varies with the seed, the pooled paths vary less. Costs ``ensemble`` fits
     - ``time_limit``: seconds for the whole fit (split between the members, and between the two
       phases when refitting)
-    - ``use_known_covariates``, ``use_static``; ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``);
+    - ``use_known_covariates``, ``use_static``; ``use_past_covariates``: read the panel's past-only
+      covariates (observed, not known ahead: weather, market volume), each step the value of the step
+      before, up to the forecast start (see ``module.step_inputs``); off by default: on the validation
+      windows of stallion and metro_traffic they did not help (benchmarks/results/past_covariates_val.md);
+      ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``);
       ``seed``; ``max_rows``: series x samples unrolled together when sampling (None: 16,384 on
       the CPU, 262,144 on a GPU); ``sample_dtype``: matmul
       dtype when sampling, ``"float32"`` or ``"bfloat16"`` (opt-in; not faster on this CPU, samples
@@ -99,7 +103,7 @@ class DeepAR(Model):
                  batch_size: int = 128, batches_per_epoch: int = 100, max_epochs: int = 100, lr: float = 1e-3,
                  weight_decay: float = 1e-8, clip: float = 10.0, validation: bool = True, refit: bool = True,
                  patience: int | None = 10, time_limit: float | None = None, use_known_covariates: bool = True,
-                 use_static: bool = True, device: str = "auto", seed: int = 0, max_rows: int | None = None,
+                 use_static: bool = True, use_past_covariates: bool = False, device: str = "auto", seed: int = 0, max_rows: int | None = None,
                  sample_dtype: str = "float32", train_dtype: str = "float32",
                  anchor: int | str | None = None, profile_group: str | None = None, profile_weight: float = 0.5,
                  num_processes: int = 1, backend: str | None = None, val_metric: str = "nll",
@@ -146,6 +150,7 @@ class DeepAR(Model):
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip
         self.validation, self.refit, self.patience, self.time_limit = validation, refit, patience, time_limit
         self.use_known_covariates, self.use_static = use_known_covariates, use_static
+        self.use_past_covariates = use_past_covariates
         self.device, self.seed, self.max_rows, self.progress = device, seed, max_rows, progress
         self.anchor = anchor
         if anchor is not None and anchor != "profile" and not (isinstance(anchor, int) and anchor >= 1):
@@ -194,7 +199,8 @@ class DeepAR(Model):
         codes, reals = spec.static_inputs(panel)
         return PanelTensors(y=y, obs=obs, known=spec.known_inputs(panel, t_ext), calendar=cal, start=panel.start,
                             end=panel.end, codes=codes, reals=reals, series_scale=series_scale,
-                            min_scale=self.min_scale_, profile=spec.profile_grid(panel, ext))
+                            min_scale=self.min_scale_, profile=spec.profile_grid(panel, ext),
+                            past=spec.past_values(panel))
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, panel: Panel, horizon: int) -> "DeepAR":
@@ -208,7 +214,8 @@ class DeepAR(Model):
             panel.future_known(horizon)  # fail now, not at predict, if the covariates stop short
         self.horizon_ = horizon
         self.features_ = fit_features(panel, self.use_known_covariates, self.use_static, self.lags,
-                                      self.anchor == "profile", self.profile_group, self.profile_weight)
+                                      self.anchor == "profile", self.profile_group, self.profile_weight,
+                                      use_past=self.use_past_covariates)
         self.context_ = self.context_length or max(2 * horizon, 8)
         obs_abs = panel.target.abs()[panel.observed]
         from .likelihoods import get_likelihood

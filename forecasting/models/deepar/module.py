@@ -2,7 +2,7 @@
 
 Shapes: B rows (series or series x samples), W steps, L lags. The network reads, at each step t,
 the transformed target lags ``y_{t-l} / scale`` with their observed flags, known covariates,
-calendar features, the series' age, static embeddings and ``log(scale)``, and outputs the raw
+past-only covariates of step ``t - 1`` (with availability flags), calendar features, the series' age, static embeddings and ``log(scale)``, and outputs the raw
 parameters of ``y_t``'s distribution.
 """
 from __future__ import annotations
@@ -35,7 +35,8 @@ class PanelTensors:
     ``y`` / ``obs`` ``[N, T]`` (targets at or after ``end`` are never read), ``known`` ``[N, T_ext,
     Dk]``, ``calendar`` ``[T_ext, Dc]``, ``start`` / ``end`` ``[N]``, ``codes`` ``[N, C]``, ``reals``
     ``[N, R]``, ``series_scale`` ``[N]`` (mean |y| of each series' observed history, a fallback),
-    ``profile`` ``[N, T_ext]`` each series' seasonal index at each step (``anchor="profile"`` only)."""
+    ``profile`` ``[N, T_ext]`` each series' seasonal index at each step (``anchor="profile"`` only),
+    ``past`` ``[N, T, P]`` standardised past-only covariates, NaN where missing (None: none read)."""
 
     y: torch.Tensor
     obs: torch.Tensor
@@ -48,6 +49,7 @@ class PanelTensors:
     series_scale: torch.Tensor
     min_scale: float
     profile: torch.Tensor | None = None  # [N, T_ext] seasonal index (anchor="profile"), see FeatureSpec
+    past: torch.Tensor | None = None  # [N, T, P] past-only covariates, see FeatureSpec.past_values
 
     def subset(self, rows: torch.Tensor) -> "PanelTensors":
         """The same tensors for series ``rows`` only."""
@@ -55,7 +57,7 @@ class PanelTensors:
         return PanelTensors(y=self.y[rows], obs=self.obs[rows], known=self.known[rows], calendar=self.calendar,
                             start=self.start[rows], end=self.end[rows], codes=self.codes[rows],
                             reals=self.reals[rows], series_scale=self.series_scale[rows],
-                            min_scale=self.min_scale, profile=pick(self.profile))
+                            min_scale=self.min_scale, profile=pick(self.profile), past=pick(self.past))
 
 
 def lag_inputs(values: torch.Tensor, observed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -64,12 +66,23 @@ def lag_inputs(values: torch.Tensor, observed: torch.Tensor, scale: torch.Tensor
     return torch.cat([v, observed.to(v.dtype)], -1)
 
 
-def step_inputs(pt: PanelTensors, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+def step_inputs(pt: PanelTensors, rows: torch.Tensor, pos: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
     """Everything but the lags at grid positions ``pos`` ``[B, W]`` of series ``rows`` ``[B]``:
-    known covariates, calendar and age, ``[B, W, Dk + Dc + 1]``."""
+    known covariates, past-only covariates, calendar and age, ``[B, W, Dk + 2P + Dc + 1]``.
+
+    A past-only covariate enters one step late: step ``t`` reads its value at ``t - 1`` and a flag,
+    1 where that value is observed and ``t - 1 < cut`` (``[B]``, the forecast start of each row's
+    window), else 0 with the value 0. So past the forecast start none is read, as when forecasting,
+    and training windows mask their last ``horizon`` steps the same way."""
     p = pos.clamp(0, pt.calendar.shape[0] - 1)
     age = torch.log1p((pos - pt.start[rows, None]).clamp_min(0).to(torch.float32)) / 5.0
-    parts = [pt.known[rows[:, None], p], pt.calendar[p], age[..., None]]
+    parts = [pt.known[rows[:, None], p]]
+    if pt.past is not None:
+        q = pos - 1
+        v = pt.past[rows[:, None], q.clamp(0, pt.past.shape[1] - 1)]  # [B, W, P]
+        ok = ~torch.isnan(v) & ((q >= 0) & (q < cut[:, None]))[..., None]
+        parts += [torch.where(ok, v, torch.zeros_like(v)), ok.to(v.dtype)]
+    parts += [pt.calendar[p], age[..., None]]
     return torch.cat(parts, -1)
 
 
@@ -173,7 +186,7 @@ class DeepARNetwork(nn.Module):
         dims = embedding_dims or tuple(min(50, (c + 1) // 2 + 1) for c in spec.cardinalities)
         self.embeddings = nn.ModuleList(nn.Embedding(c + 1, d) for c, d in zip(spec.cardinalities, dims))
         self.num_static = sum(dims) + len(spec.static_real_names) + 1
-        self.num_dynamic = 2 * len(spec.lags) + spec.num_known_inputs + num_calendar + 1
+        self.num_dynamic = 2 * len(spec.lags) + spec.num_known_inputs + spec.num_past_inputs + num_calendar + 1
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell)
         if rnn is None:
             raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")

@@ -239,7 +239,7 @@ def sample_paths(net: DeepARNetwork, pt: PanelTensors, context: int, horizon: in
         pc = pos.clamp(0, pt.y.shape[1] - 1)
         hv = torch.where(drawn, 0.0, pt.y[rows[:, None, None], pc])
         ho = drawn | (pt.obs[rows[:, None, None], pc] & (pos >= 0))
-        fut = step_inputs(pt, rows, end[:, None] + steps)  # [n, H, D]
+        fut = step_inputs(pt, rows, end[:, None] + steps, end)  # [n, H, D]
         shared = step.shared(fut, static) + lag_inputs(hv, ho, s[:, None, None]) @ step.w_lag.T
         shared = shared.permute(1, 2, 0).to(dtype, memory_format=torch.contiguous_format)  # [H, gates, n]
         base_hist = _anchor_history(pt, rows, end, steps, anchor, lags)

@@ -49,7 +49,9 @@ def window_batch(net: DeepARNetwork, pt: PanelTensors, rows: torch.Tensor, t_end
     lpc = lp.clamp(0, T - 1)
     lv = pt.y[rows[:, None, None], lpc]
     lo = pt.obs[rows[:, None, None], lpc] & (lp >= 0) & (lp < lim[..., None])
-    dyn = torch.cat([lag_inputs(lv, lo, s[:, None, None]), step_inputs(pt, rows, pos)], -1)
+    # the window's forecast start: past-only covariates are read before it only (see step_inputs)
+    cut = torch.minimum(t_end - (length - context), limit[rows])
+    dyn = torch.cat([lag_inputs(lv, lo, s[:, None, None]), step_inputs(pt, rows, pos, cut)], -1)
     static = net.static(pt.codes[rows], pt.reals[rows], s)
     extra = {"lv": lv, "lo": lo}
     if net.anchor == "profile":

@@ -35,12 +35,11 @@ def _codes_by_name(panel: Panel, col: str, fitted: pd.Index | None) -> tuple[tor
     panel's categories come in; a level not seen at fit is an error naming the series."""
     j = panel.static_cat_names.index(col)
     levels = panel.static_cat_levels[j]
-    codes = panel.static_cat[:, j].cpu().long()
     if fitted is None:
-        return codes, len(levels), levels
-    pos = torch.as_tensor(np.append(pd.Index(fitted).get_indexer(levels), -1))  # code -1 (no level) stays -1
-    mapped = pos[codes]
-    unseen = (mapped < 0) & (codes >= 0)
+        return panel.static_cat[:, j].cpu().long(), len(levels), levels
+    codes = panel.static_cat[:, j].cpu()
+    mapped = panel.static_codes(col, fitted).cpu()
+    unseen = (mapped < 0) & (codes >= 0)  # a missing level (-1) stays -1
     if bool(unseen.any()):
         rows = unseen.nonzero().squeeze(1).numpy()
         raise PanelError(f"series {_names(panel.item_ids[rows])} have {col} level(s) "
