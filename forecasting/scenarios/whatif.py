@@ -244,9 +244,12 @@ def _refuse_aggregates(scenarios: ScenarioSet, attributes) -> None:
         bottom = ids.isin(frame.index) if frame is not None else np.zeros(len(ids), dtype=bool)
         nodes = ids[((labels == "total") | named) & ~bottom]
     if len(nodes):
-        raise ScenarioError(f"the scenarios hold aggregates ({name_series(list(nodes))}); a shock of their bottom "
-                            "series would leave the aggregates unchanged and the set incoherent: shock the bottom "
-                            "series' scenarios first, then aggregate them (Hierarchy.aggregate_scenarios)")
+        told = "" if attributes is not None else (
+            " (told by their names: if these are series of their own, pass attributes= a frame indexed by the "
+            "series ids)")
+        raise ScenarioError(f"the scenarios hold aggregates ({name_series(list(nodes))}){told}; a shock of their "
+                            "bottom series would leave the aggregates unchanged and the set incoherent: shock the "
+                            "bottom series' scenarios first, then aggregate them (Hierarchy.aggregate_scenarios)")
 
 
 def stress_scenarios(scenarios: ScenarioSet, tail: float = 0.05, statistic: str | Callable = "total",

@@ -179,6 +179,14 @@ def test_a_shock_of_a_set_that_holds_aggregates_is_refused(panel_truth):
         with pytest.raises(ScenarioError, match=r"the scenarios hold aggregates \(4 series: 'store=s0'.*shock the "
                                                 r"bottom series' scenarios first, then aggregate them"):
             apply_shock(coherent, 0.0, series=series, attributes=attributes)
+    # a series of its own that is named like an aggregate: refused by its name alone, accepted
+    # when attributes say it is a series
+    own = sc.replace(item_ids=pd.Index(["total", *sc.item_ids[1:]]))
+    with pytest.raises(ScenarioError, match=r"1 series: 'total'\) \(told by their names: if these are series of their own, "
+                                            r"pass attributes="):
+        apply_shock(own, 0.0, series=["total"])
+    frame = pd.DataFrame({"store": ["s0"] * len(own.item_ids)}, index=own.item_ids)
+    assert float(apply_shock(own, 0.0, series=["total"], attributes=frame).values[0].abs().max()) == 0.0
     shocked = hier.aggregate_scenarios(apply_shock(sc, 0.0, series={"store": "s1"}, attributes=panel),
                                        include_bottom=True)
     ids = list(shocked.item_ids)
