@@ -244,9 +244,9 @@ def _refuse_aggregates(scenarios: ScenarioSet, attributes) -> None:
         bottom = ids.isin(frame.index) if frame is not None else np.zeros(len(ids), dtype=bool)
         nodes = ids[((labels == "total") | named) & ~bottom]
     if len(nodes):
-        told = "" if attributes is not None else (
-            " (told by their names: if these are series of their own, pass attributes= a frame indexed by the "
-            "series ids)")
+        told = "" if isinstance(attributes, Hierarchy) else (
+            " (told by their names: if these are series of their own, pass attributes= the panel, or a frame "
+            "indexed by the series ids, that lists them)")
         raise ScenarioError(f"the scenarios hold aggregates ({name_series(list(nodes))}){told}; a shock of their "
                             "bottom series would leave the aggregates unchanged and the set incoherent: shock the "
                             "bottom series' scenarios first, then aggregate them (Hierarchy.aggregate_scenarios)")

@@ -611,3 +611,32 @@ def test_training_windows_mask_past_covariates_over_their_last_horizon_steps():
     # step t reads x_{t-1}: available at the first context step with a predecessor on the grid up
     # to the window's forecast start (t - 1 < t_end - 4), never after
     assert torch.equal(flag.bool(), (pos - 1 >= 0) & (pos - 1 < (t_end - 4)[:, None]))
+
+
+def test_training_and_validation_never_read_past_covariates_at_or_after_the_held_out_steps():
+    from forecasting.models.deepar.training import (TrainConfig, _multi_step_sum, forecast_crps, validation_loss,
+                                                    window_batch)
+    panel, _ = past_panel(n=6, t=30)
+    H = 4
+    model = DeepAR(use_past_covariates=True, **dict(FAST, likelihood="normal", lags=[1, 2], max_epochs=1,
+                                                    validation=False)).fit(panel, H)
+    net, pt = model.net_, model._tensors(panel, H)
+    late = torch.arange(pt.past.shape[1])[None, :] >= (pt.end - H)[:, None]  # the held-out steps on
+    poisoned = dataclasses.replace(pt, past=torch.where(late[..., None], 99.0, pt.past))
+    cfg = TrainConfig(context=model.context_, horizon=H, val_samples=4, loss="crps", loss_samples=4)
+    assert validation_loss(net, pt, cfg) == validation_loss(net, poisoned, cfg)
+    assert forecast_crps(net, pt, cfg) == forecast_crps(net, poisoned, cfg)
+    # windows of the validation phase's training: they end at or before the limit end - H
+    limit = pt.end - H
+    rows = torch.arange(6).repeat(3)
+    t_end = limit[rows] - torch.tensor([0, 2, 5]).repeat_interleave(6)
+    C = model.context_
+    a = window_batch(net, pt, rows, t_end, C, C + H, limit)[0]
+    assert torch.equal(a, window_batch(net, poisoned, rows, t_end, C, C + H, limit)[0])
+    net.eval()
+    losses = []
+    for tensors in (pt, poisoned):
+        torch.manual_seed(0)
+        (nll, _), (crps, _), _ = _multi_step_sum(net, tensors, rows, t_end, cfg, limit)
+        losses.append((float(nll), float(crps)))
+    assert losses[0] == losses[1]

@@ -215,7 +215,7 @@ class DeepAR(Model):
         self.horizon_ = horizon
         self.features_ = fit_features(panel, self.use_known_covariates, self.use_static, self.lags,
                                       self.anchor == "profile", self.profile_group, self.profile_weight,
-                                      use_past=self.use_past_covariates)
+                                      use_past=getattr(self, "use_past_covariates", False))  # models saved before: none
         self.context_ = self.context_length or max(2 * horizon, 8)
         obs_abs = panel.target.abs()[panel.observed]
         from .likelihoods import get_likelihood
