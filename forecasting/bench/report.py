@@ -130,8 +130,9 @@ def _rel(target: Path, page: Path) -> str:
 
 
 def _time_limited_load(cells: list[dict], plan: dict, ds: str) -> list[str]:
-    """``model load lo-hi, cpu/wall r (k of n cells stopped by the limit)`` for the models of ``ds``
-    that ran with a ``time_limit`` (cells that recorded their load only)."""
+    """``model load lo-hi, cpu/wall r, e1-e2 epochs (k of n cells stopped by the limit)`` for the
+    models of ``ds`` that ran with a ``time_limit`` (cells that recorded their load only; epochs of
+    the models that report them, ``epochs_``)."""
     limited = {m["name"] for m in plan["models"].get(ds, []) if m["options"].get("time_limit")}
     out = []
     for name in sorted(limited):
@@ -144,7 +145,10 @@ def _time_limited_load(cells: list[dict], plan: dict, ds: str) -> list[str]:
         stopped = sum(r.get("stopped_by") == "time_limit" for r in mine)
         span = f"{min(loads):.1f}" if min(loads) == max(loads) else f"{min(loads):.1f}-{max(loads):.1f}"
         ratio = f"{cpu / wall:.2f}" if wall > 0 else "n/a"
-        out.append(f"{name} load {span}, CPU/wall {ratio} ({stopped} of {len(mine)} stopped by the limit)")
+        epochs = [int(r["epochs"]) for r in mine if r.get("epochs") is not None]  # models that say
+        ran = "" if not epochs else (f", {min(epochs)} epochs" if min(epochs) == max(epochs)
+                                     else f", {min(epochs)}-{max(epochs)} epochs")
+        out.append(f"{name} load {span}, CPU/wall {ratio}{ran} ({stopped} of {len(mine)} stopped by the limit)")
     return out
 
 
@@ -241,10 +245,12 @@ def render(out_dir, report: str | os.PathLike | None = None, plots: bool = True,
             lines += ["Model options: " + "; ".join(opts) + " (time_limit: training seconds per window).", ""]
         timed = _time_limited_load(cells, plan, ds)
         if timed:
-            lines += [("Time-limited fits train for fewer steps when other processes share the cores. Load "
-                       "average at each cell's start (range over windows) and fit CPU seconds / fit wall seconds "
-                       "(summed over windows; about 1 per torch thread on an idle machine): "
-                       + "; ".join(timed) + "."), ""]
+            lines += [("Time-limited fits train for fewer steps when other processes share the cores, and for "
+                       "a varying number of steps even on an idle machine (the GluonTS peer's walmart cell trained "
+                       "20 epochs in one run and 26 in another, same load and CPU seconds). Load average at each "
+                       "cell's start (range over windows), fit CPU seconds / fit wall seconds (summed over "
+                       "windows; about 1 per torch thread on an idle machine) and the epochs trained, where the "
+                       "model reports them: " + "; ".join(timed) + "."), ""]
         excl = [e for e in plan.get("excluded", []) if e["dataset"] == ds]
         if excl:
             lines += ["Not run here by the suite's choice: "

@@ -214,10 +214,24 @@ def test_time_limited_cells_record_the_load_and_the_report_shows_it(tmp_path):
     cells = {c["model"]: c for c in read_cells(tmp_path)}
     deepar = cells["deepar"]
     assert deepar["error"] is None and deepar["stopped_by"] in ("max_epochs", "early_stopping")
+    assert 1 <= deepar["epochs"] <= 4  # validation and refit phases, at most 2 epochs each
     assert deepar["load_at_start"] >= 0 and 0 < deepar["fit_cpu_seconds"]
     page = render(tmp_path, plots=False).read_text()
     line = next(x for x in page.splitlines() if x.startswith("Time-limited fits"))
     assert "deepar load " in line and "(0 of 1 stopped by the limit)" in line and "naive load" not in line
+
+
+
+def test_the_report_shows_the_epochs_of_time_limited_models_that_report_them():
+    from forecasting.bench.report import _time_limited_load
+    plan = {"models": {"d": [{"name": "peer", "options": {"time_limit": 20}},
+                             {"name": "ours", "options": {"time_limit": 20}}]}}
+    cell = {"dataset": "d", "load_at_start": 1.0, "fit_seconds": 20.0, "fit_cpu_seconds": 20.0,
+            "stopped_by": "time_limit"}
+    cells = [{**cell, "model": "peer", "epochs": 20}, {**cell, "model": "peer", "epochs": 26}, {**cell, "model": "ours"}]
+    assert _time_limited_load(cells, plan, "d") == [
+        "ours load 1.0, CPU/wall 1.00 (1 of 1 stopped by the limit)",
+        "peer load 1.0, CPU/wall 1.00, 20-26 epochs (2 of 2 stopped by the limit)"]
 
 
 def _device_naive():

@@ -94,6 +94,7 @@ def test_gaps_train_without_nan_and_validation_with_refit_runs():
     hist = model.train_["validation"]["history"]
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in hist)
     assert model.train_["refit"]["epochs"] == model.train_["validation"]["best_epoch"]
+    assert model.epochs_ == model.train_["validation"]["epochs"] + model.train_["refit"]["epochs"]
     assert torch.isfinite(model.predict(panel, 20).samples).all()
 
 

@@ -93,7 +93,8 @@ class DeepAR(Model):
       and they train together.
 
     Learned state: ``net_`` (the first network), ``members_`` (all of them), ``features_``,
-    ``horizon_``, ``context_``, ``train_`` (fit history; per member under ``"members"`` when several).
+    ``horizon_``, ``context_``, ``train_`` (fit history; per member under ``"members"`` when several),
+    ``stopped_by_`` and ``epochs_`` (epochs trained over all phases and members).
     """
 
     name = "deepar"
@@ -250,6 +251,14 @@ class DeepAR(Model):
         reasons = [phase.get("stopped_by") for info in infos for phase in
                    (info.get(k) for k in ("validation", "refit", "train")) if isinstance(phase, dict)]
         return "time_limit" if "time_limit" in reasons else (reasons[-1] if reasons else "unknown")
+
+    @property
+    def epochs_(self) -> int:
+        """Epochs trained in all, over every phase (validation, refit) and ensemble member: the
+        work a ``time_limit`` bought (the benchmark's report shows it beside the limit)."""
+        infos = self.train_.get("members", [self.train_])
+        return sum(int(phase.get("epochs", 0)) for info in infos for phase in
+                   (info.get(k) for k in ("validation", "refit", "train")) if isinstance(phase, dict))
 
     def _held_out_tensors(self, panel: Panel, horizon: int, pt: PanelTensors) -> PanelTensors:
         """``pt`` for the validation phase: the same targets (the held-out last ``horizon`` steps
