@@ -143,7 +143,8 @@ def _time_limited_load(cells: list[dict], plan: dict, ds: str) -> list[str]:
         wall = sum(float(r.get("fit_seconds") or 0) for r in mine)
         cpu = sum(float(r.get("fit_cpu_seconds") or 0) for r in mine)
         stopped = sum(r.get("stopped_by") == "time_limit" for r in mine)
-        span = f"{min(loads):.1f}" if min(loads) == max(loads) else f"{min(loads):.1f}-{max(loads):.1f}"
+        lo, hi = f"{min(loads):.1f}", f"{max(loads):.1f}"
+        span = lo if lo == hi else f"{lo}-{hi}"
         ratio = f"{cpu / wall:.2f}" if wall > 0 else "n/a"
         epochs = [int(r["epochs"]) for r in mine if r.get("epochs") is not None]  # models that say
         ran = "" if not epochs else (f", {min(epochs)} epochs" if min(epochs) == max(epochs)

@@ -228,7 +228,8 @@ def test_the_report_shows_the_epochs_of_time_limited_models_that_report_them():
                              {"name": "ours", "options": {"time_limit": 20}}]}}
     cell = {"dataset": "d", "load_at_start": 1.0, "fit_seconds": 20.0, "fit_cpu_seconds": 20.0,
             "stopped_by": "time_limit"}
-    cells = [{**cell, "model": "peer", "epochs": 20}, {**cell, "model": "peer", "epochs": 26}, {**cell, "model": "ours"}]
+    cells = [{**cell, "model": "peer", "epochs": 20}, {**cell, "model": "peer", "epochs": 26, "load_at_start": 0.99},
+             {**cell, "model": "ours"}]
     assert _time_limited_load(cells, plan, "d") == [
         "ours load 1.0, CPU/wall 1.00 (1 of 1 stopped by the limit)",
         "peer load 1.0, CPU/wall 1.00, 20-26 epochs (2 of 2 stopped by the limit)"]
