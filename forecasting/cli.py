@@ -31,6 +31,16 @@ DEFAULT_DATASET = "traffic_weekly_sample"
 DEFAULT_MODELS = ("naive", "seasonal_naive", "empirical", "gluonts_deepar", "deepar")
 OPTIONAL_DEFAULT_MODELS = ("autoets", "statespace")  # where installed / registered (AutoARIMA: +2 min)
 DEFAULT_TIME_LIMIT = 60.0
+
+
+def _seconds_or_none(text: str):
+    """``--time-limit``: seconds, or ``"none"`` (no limit)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
 PLUGINS_ENV = "FORECASTING_PLUGINS"
 
 
@@ -89,9 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, action="append", metavar="SEED",
                    help="random seed, repeatable: the report shows mean ± sd over seeds (default: 0)")
     h = r.add_argument_group("how to run it")
-    h.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+    h.add_argument("--time-limit", type=_seconds_or_none, default=None, metavar="SECONDS",
                    help=f"training seconds per window for trained models (DeepAR, the GluonTS peer) that the "
-                        f"suite does not limit itself (default {DEFAULT_TIME_LIMIT:g})")
+                        f"suite does not limit itself (default {DEFAULT_TIME_LIMIT:g}); 'none': no limit, they "
+                        "train for their step budget (max_epochs x batches), which reproduces where a time limit "
+                        "depends on the machine's speed")
     h.add_argument("--device", default=None, metavar="DEVICE",
                    help="cpu, cuda or auto, for models that take a device (default: each model's own)")
     h.add_argument("--threads", type=int, default=None, metavar="N",
@@ -239,15 +251,16 @@ def _run(args, argv) -> int:
                              ("--threads", args.threads, 1)):
         if value is not None and value < low:
             return _err(f"{flag} must be >= {low}, got {value}")
-    if args.time_limit is not None and args.time_limit <= 0:
-        return _err(f"--time-limit must be > 0 seconds, got {args.time_limit:g}")
+    if isinstance(args.time_limit, float) and args.time_limit <= 0:
+        return _err(f"--time-limit must be > 0 seconds or 'none', got {args.time_limit:g}")
     try:
         device = _check_device(args.device)
         suites = _build_suites(args)
         if not suites:
             return _err("nothing to run: the --dataset/--model filters leave no dataset with a model")
         plan = plan_suites(suites, num_samples=args.num_samples, seeds=args.seed, windows=args.windows,
-                           extra_options={"time_limit": args.time_limit or DEFAULT_TIME_LIMIT},
+                           extra_options={"time_limit": None if args.time_limit == "none"
+                                          else args.time_limit or DEFAULT_TIME_LIMIT},
                            validation=args.validation)
     except (SuiteError, ValueError) as err:
         return _err(str(err))

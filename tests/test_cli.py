@@ -176,6 +176,14 @@ def test_bad_values_are_clear_errors(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+def test_time_limit_takes_seconds_or_none(tmp_path, capsys):
+    from forecasting.cli import _seconds_or_none
+    assert _seconds_or_none("30") == 30.0 and _seconds_or_none(" None ") == "none"
+    with pytest.raises(SystemExit) as stop:
+        main("run", "--time-limit", "soon", "--out", str(tmp_path))
+    assert stop.value.code == 2 and "expected seconds or 'none', got 'soon'" in capsys.readouterr().err
+
+
 def test_bad_suite_files_and_bad_syntax_are_clear_errors(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\nnum_samples = 10\n[[dataset]]\nname = "traffic_weekly_sample"\nwindow = 2\n')

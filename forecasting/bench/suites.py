@@ -17,7 +17,9 @@ A suite is a TOML file (``benchmarks/suites/retail.toml``)::
 
     [[model]]
     name = "gluonts_deepar"
-    time_limit = 300           # any other key is a model option (time_limit, max_epochs, ...)
+    time_limit = 300           # any other key is a model option (time_limit, max_epochs, ...);
+                               # "none" is None (TOML has no null): time_limit = "none" trains
+                               # for the model's step budget (max_epochs x batches), unlimited
     skip = ["m5_last56"]       # datasets this model does not run on (or only = [...]) ...
     why = "..."                # ... and why (shown in the report)
     [model.per_dataset]        # options for one dataset only
@@ -159,6 +161,11 @@ def _tables(raw: dict, key: str, where: str) -> list[dict]:
     return value
 
 
+def _nones(options: dict) -> dict:
+    """Model options with the string ``"none"`` (any case) read as None: TOML has no null."""
+    return {k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in options.items()}
+
+
 def load_suite(name_or_path: str | os.PathLike) -> Suite:
     """A suite from a TOML file path, or by name from :data:`SUITE_DIRS`.
 
@@ -206,10 +213,11 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
             raise SuiteError(f"{where}: [[model]] number {i + 1} has no name")
         _typed(m["name"], str, f"[[model]] number {i + 1}: name", where)
         at = f"{where}: model {m['name']!r}"
-        opts = {k: v for k, v in m.items() if k not in ("name", "skip", "only", "why", "per_dataset", "label")}
+        opts = _nones({k: v for k, v in m.items() if k not in ("name", "skip", "only", "why", "per_dataset", "label")})
         per = m.get("per_dataset", {})
         if not isinstance(per, dict) or not all(isinstance(v, dict) for v in per.values()):
             raise SuiteError(f"{at}: per_dataset must map dataset names to option tables, got {per!r}")
+        per = {d: _nones(o) for d, o in per.items()}
         models.append(ModelEntry(m["name"], opts, _seq(m.get("skip"), "skip", at), _seq(m.get("only"), "only", at),
                                  _typed(m.get("why", ""), str, "why", at), per,
                                  _typed(m.get("label", ""), str, "label", at)))

@@ -68,6 +68,32 @@ def test_a_suite_file_with_options_skips_and_per_dataset_overrides(tmp_path):
     assert plan.seeds == [0, 3] and plan.num_samples == 50
 
 
+def test_none_in_a_suite_is_none_so_a_step_budget_can_run_without_a_time_limit(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(textwrap.dedent("""
+        name = "s"
+        [[dataset]]
+        name = "car_parts"
+        [[dataset]]
+        name = "walmart"
+        [[model]]
+        name = "deepar"
+        time_limit = "none"
+        max_epochs = 3
+        [[model]]
+        name = "gluonts_deepar"
+        [model.per_dataset]
+        walmart = { time_limit = "None" }
+    """))
+    plan = plan_suites([load_suite(p)], extra_options={"time_limit": 60})
+    assert {m.name: m.options for m in plan.models["walmart"]} == {
+        "deepar": {"time_limit": None, "max_epochs": 3}, "gluonts_deepar": {"time_limit": None}}
+    assert {m.name: m.options for m in plan.models["car_parts"]}["gluonts_deepar"] == {"time_limit": 60}
+    # the command line's --time-limit none: no default limit either
+    plan = plan_suites([load_suite(p)], extra_options={"time_limit": None})
+    assert {m.name: m.options for m in plan.models["car_parts"]}["gluonts_deepar"] == {"time_limit": None}
+
+
 def test_command_line_overrides_and_time_limit_only_for_models_that_take_it():
     s = Suite("x", (DatasetEntry("traffic_weekly_sample"),), (ModelEntry("naive"), ModelEntry("deepar")), 10, (0,))
     plan = plan_suites([s], num_samples=7, seeds=[1, 2], windows=1, extra_options={"time_limit": 5})
