@@ -31,6 +31,7 @@ DEFAULT_DATASET = "traffic_weekly_sample"
 DEFAULT_MODELS = ("naive", "seasonal_naive", "empirical", "gluonts_deepar", "deepar")
 OPTIONAL_DEFAULT_MODELS = ("autoets", "statespace")  # where installed / registered (AutoARIMA: +2 min)
 DEFAULT_TIME_LIMIT = 60.0
+PLUGINS_ENV = "FORECASTING_PLUGINS"
 
 
 def _seconds_or_none(text: str):
@@ -41,8 +42,6 @@ def _seconds_or_none(text: str):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
-PLUGINS_ENV = "FORECASTING_PLUGINS"
-
 
 
 def _scenarios_module():

@@ -104,7 +104,8 @@ class DeepAR(Model):
                  batch_size: int = 128, batches_per_epoch: int = 100, max_epochs: int = 100, lr: float = 1e-3,
                  weight_decay: float = 1e-8, clip: float = 10.0, validation: bool = True, refit: bool = True,
                  patience: int | None = 10, time_limit: float | None = None, use_known_covariates: bool = True,
-                 use_static: bool = True, use_past_covariates: bool = False, device: str = "auto", seed: int = 0, max_rows: int | None = None,
+                 use_static: bool = True, use_past_covariates: bool = False, device: str = "auto", seed: int = 0,
+                 max_rows: int | None = None,
                  sample_dtype: str = "float32", train_dtype: str = "float32",
                  anchor: int | str | None = None, profile_group: str | None = None, profile_weight: float = 0.5,
                  num_processes: int = 1, backend: str | None = None, val_metric: str = "nll",
@@ -243,22 +244,24 @@ class DeepAR(Model):
         self.train_["fit_seconds"] = time.perf_counter() - t0
         return self
 
+    def _phases(self) -> list[dict]:
+        """The training phases run (validation, refit, or one training run) of every member."""
+        infos = self.train_.get("members", [self.train_])
+        return [phase for info in infos for phase in (info.get(k) for k in ("validation", "refit", "train"))
+                if isinstance(phase, dict)]
+
     @property
     def stopped_by_(self) -> str:
         """Why training stopped: ``"time_limit"`` when any phase of any member ran out of time,
         else the last phase's reason (``"max_epochs"``, ``"early_stopping"``, ...)."""
-        infos = self.train_.get("members", [self.train_])
-        reasons = [phase.get("stopped_by") for info in infos for phase in
-                   (info.get(k) for k in ("validation", "refit", "train")) if isinstance(phase, dict)]
+        reasons = [phase.get("stopped_by") for phase in self._phases()]
         return "time_limit" if "time_limit" in reasons else (reasons[-1] if reasons else "unknown")
 
     @property
     def epochs_(self) -> int:
         """Epochs trained in all, over every phase (validation, refit) and ensemble member: the
         work a ``time_limit`` bought (the benchmark's report shows it beside the limit)."""
-        infos = self.train_.get("members", [self.train_])
-        return sum(int(phase.get("epochs", 0)) for info in infos for phase in
-                   (info.get(k) for k in ("validation", "refit", "train")) if isinstance(phase, dict))
+        return sum(int(phase.get("epochs", 0)) for phase in self._phases())
 
     def _held_out_tensors(self, panel: Panel, horizon: int, pt: PanelTensors) -> PanelTensors:
         """``pt`` for the validation phase: the same targets (the held-out last ``horizon`` steps

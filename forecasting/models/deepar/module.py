@@ -2,8 +2,9 @@
 
 Shapes: B rows (series or series x samples), W steps, L lags. The network reads, at each step t,
 the transformed target lags ``y_{t-l} / scale`` with their observed flags, known covariates,
-past-only covariates of step ``t - 1`` (with availability flags), calendar features, the series' age, static embeddings and ``log(scale)``, and outputs the raw
-parameters of ``y_t``'s distribution.
+past-only covariates of step ``t - 1`` (with availability flags), calendar features, the series'
+age, static embeddings and ``log(scale)``, and outputs the raw parameters of ``y_t``'s
+distribution.
 """
 from __future__ import annotations
 
